@@ -1,0 +1,91 @@
+"""Shared pieces of the benchmarks: the reference loops the project is measured against."""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datamodules.batching import epoch_order  # noqa: E402
+from lab.models import model_spec  # noqa: E402
+
+
+def hand_written_torch(settings, splits, epochs: int, device: str = "cpu") -> tuple[list[float], float]:
+    """A plain PyTorch loop over preloaded tensors: epoch times (train + validation) and test accuracy."""
+    import torch
+    from torch.nn import functional as F
+
+    from lightning_modules.components import build_network
+
+    torch.manual_seed(settings.seed)
+    net = build_network(model_spec(settings, splits.input_shape, splits.num_classes), splits.input_shape,
+                        splits.mean, splits.std).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr, eps=1e-7)
+    x, y = torch.from_numpy(splits.train.images).to(device), torch.from_numpy(splits.train.labels).to(device)
+    times = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        net.train()
+        order = torch.from_numpy(epoch_order(len(y), settings.seed, epoch)).to(device)
+        for idx in order.split(settings.batch_size):
+            opt.zero_grad()
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+        _torch_accuracy(net, splits.val, device)
+        times.append(time.perf_counter() - start)  # .item() in _torch_accuracy synchronised the GPU
+    return times, _torch_accuracy(net, splits.test, device)
+
+
+def _torch_accuracy(net, part, device) -> float:
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        correct = sum((net(torch.from_numpy(part.images[i:i + 1024]).to(device)).argmax(1).cpu()
+                       == torch.from_numpy(part.labels[i:i + 1024])).sum().item() for i in range(0, len(part), 1024))
+    return correct / len(part)
+
+
+def plain_keras_fit(settings, splits, epochs: int) -> list[float]:
+    """model.fit on float numpy arrays, as in the keras-io examples: epoch times (train + validation)."""
+    import keras
+
+    from keras_models.network import build_model
+    from keras_models.training import compile_model
+
+    keras.utils.set_random_seed(settings.seed)
+    spec = model_spec(settings, splits.input_shape, splits.num_classes)
+    model = compile_model(build_model(spec, splits.input_shape, splits.mean, splits.std), settings.optimizer,
+                          settings.lr)
+    times = EpochTimes()
+    model.fit(splits.train.images, splits.train.labels, batch_size=settings.batch_size, epochs=epochs,
+              validation_data=(splits.val.images, splits.val.labels), callbacks=[times.keras()], verbose=0)
+    return times.times
+
+
+class EpochTimes:
+    def __init__(self):
+        self.times: list[float] = []
+
+    def keras(self):
+        import keras
+
+        outer = self
+
+        class _Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                outer.times.append(time.perf_counter() - self.start)
+
+        return _Timer()
+
+
+def steady(times: list[float]) -> float:
+    """Median epoch time without the first (warm-up) epoch."""
+    return statistics.median(times[1:] if len(times) > 1 else times)

@@ -1,0 +1,36 @@
+"""Keras callback: after every epoch, the whole model (weights and optimizer state) is saved
+atomically as checkpoints/last-epoch=NNN.keras, which --resume continues from."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import keras
+
+_PATTERN = re.compile(r"last-epoch=(\d+)\.keras$")
+
+
+class LastCheckpoint(keras.callbacks.Callback):
+    def __init__(self, directory: str | Path):
+        super().__init__()
+        self.directory = Path(directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / ".saving.keras"
+        self.model.save(tmp)
+        target = self.directory / f"last-epoch={epoch + 1:03d}.keras"
+        os.replace(tmp, target)
+        for old, _ in find_last(self.directory)[1:]:
+            old.unlink(missing_ok=True)
+
+
+def find_last(directory: str | Path) -> list[tuple[Path, int]]:
+    """Saved last checkpoints, newest epoch first, as (path, epochs done)."""
+    found = []
+    for path in Path(directory).glob("last-epoch=*.keras"):
+        match = _PATTERN.search(path.name)
+        if match:
+            found.append((path, int(match.group(1))))
+    return sorted(found, key=lambda item: -item[1])

@@ -1,0 +1,34 @@
+"""Lightning callback: times epochs and records their metrics (lab.recording), writes them to
+TensorBoard with the epoch as step, under the tags the Keras side uses."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from lab.recording import EPOCH_TAGS, RunRecord
+
+
+class LightningRecorder(pl.Callback):
+    def __init__(self, record: RunRecord):
+        self.record = record
+
+    def on_train_start(self, trainer, pl_module):
+        self.record.restore(epochs_done=trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        _synchronize(trainer)
+        self.record.start_epoch()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        _synchronize(trainer)
+        metrics = {tag: trainer.callback_metrics[tag].item() for tag in EPOCH_TAGS[:-1]}
+        row = self.record.end_epoch(trainer.current_epoch + 1, metrics)
+        if trainer.is_global_zero and trainer.logger is not None:
+            for tag in EPOCH_TAGS:
+                trainer.logger.experiment.add_scalar(tag, row[tag], row["epoch"])
+            trainer.logger.experiment.flush()
+
+
+def _synchronize(trainer) -> None:
+    if trainer.strategy.root_device.type == "cuda":
+        torch.cuda.synchronize(trainer.strategy.root_device)

@@ -1,0 +1,40 @@
+"""Compare finished runs: python compare.py RUN_DIR... | RUNS_ROOT [--out DIR] [--name NAME]."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lab.compare import compare_runs, default_out_dir
+from lab.errors import LabError
+from lab.settings import LabArgumentParser
+
+
+def build_parser() -> LabArgumentParser:
+    parser = LabArgumentParser(prog="compare.py", description="Write the comparison table (comparison.md, "
+                               "comparison.csv) and the validation curves of several runs.")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="a run folder (holding results.json) or a folder searched recursively for runs")
+    parser.add_argument("--out", type=Path, help="folder to write into (default: the folder of runs when a single "
+                                                 "one is given, else runs/comparisons/NAME)")
+    parser.add_argument("--name", help="name of the comparison folder under runs/comparisons (default: a timestamp)")
+    parser.add_argument("--allow-mixed-datasets", action="store_true",
+                        help="compare runs of different datasets, grouped by dataset, instead of refusing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out_dir = args.out or default_out_dir(args.paths, args.name)
+        written = compare_runs(args.paths, out_dir, allow_mixed_datasets=args.allow_mixed_datasets)
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(f"Compared {len(written['runs'])} runs:")
+    for key in ("markdown", "csv", "curves"):
+        print(f"  {written[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The Keras side: tf.data pipelines built on the same arrays, batches gathered whole.
+
+The training pipeline spans every epoch of the run (fit gets steps_per_epoch), and epoch e
+visits the images in datamodules.batching.epoch_order(seed, e): the same order as the
+PyTorch side, and a resumed run continues the sequence where it stopped.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from datamodules.base import ImageSet
+from datamodules.batching import epoch_order, num_batches
+
+
+def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, epochs: int,
+                  augment=None) -> tf.data.Dataset:
+    """Batches of every epoch from first_epoch (0-based) to epochs, shuffled per epoch.
+
+    augment: an optional function mapping a uint8 image batch to an augmented batch.
+    """
+    n = len(part)
+    images, labels = tf.constant(part.images), tf.constant(part.labels)
+
+    def order(epoch):
+        return epoch_order(n, seed, int(epoch)).astype(np.int64)
+
+    def one_epoch(epoch):
+        indices = tf.numpy_function(order, [epoch], tf.int64, stateful=False)
+        indices.set_shape([n])
+        return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+
+    batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    batches = batches.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
+    if augment is not None:
+        batches = batches.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(part: ImageSet, batch_size: int = 1024) -> tf.data.Dataset:
+    data = tf.data.Dataset.from_tensor_slices((part.images, part.labels))
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(part: ImageSet, batch_size: int) -> int:
+    return num_batches(len(part), batch_size)

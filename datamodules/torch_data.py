@@ -1,0 +1,76 @@
+"""The PyTorch side: a LightningDataModule serving whole batches indexed out of preloaded tensors.
+
+No per-sample Dataset, no PIL on the training path: the images live in one uint8 tensor (on the
+GPU when training there) and a batch is one indexing operation.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+
+from datamodules.base import DataSplits, ImageSet
+from datamodules.batching import epoch_order, num_batches
+
+
+class TensorBatches:
+    """An iterable of (uint8 images N x H x W x C, int64 labels) batches. Shuffled per epoch when epoch_fn is given."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int = 0,
+                 epoch_fn: Callable[[], int] | None = None, rank: int = 0, world: int = 1):
+        self.images, self.labels = images, labels
+        self.batch_size, self.seed, self.epoch_fn = batch_size, seed, epoch_fn
+        self.rank, self.world = rank, world
+
+    def __len__(self) -> int:
+        return num_batches(len(self._indices()), self.batch_size)
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if self.epoch_fn is None:
+            return torch.arange(n)[self.rank::self.world]
+        order = epoch_order(n, self.seed, self.epoch_fn(), self.rank, self.world)
+        return torch.from_numpy(order)
+
+    def __iter__(self):
+        indices = self._indices().to(self.images.device)
+        for start in range(0, len(indices), self.batch_size):
+            batch = indices[start:start + self.batch_size]
+            yield self.images[batch], self.labels[batch]
+
+
+def to_tensors(part: ImageSet, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(part.images).to(device), torch.from_numpy(part.labels).to(device)
+
+
+class ArraysDataModule(pl.LightningDataModule):
+    """Serves DataSplits to a Lightning Trainer; the tensors move to the training device once."""
+
+    def __init__(self, splits: DataSplits, batch_size: int, seed: int = 0, eval_batch_size: int = 1024):
+        super().__init__()
+        self.splits, self.batch_size, self.seed = splits, batch_size, seed
+        self.eval_batch_size = eval_batch_size
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _part(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        cached = self._tensors.get(name)
+        if cached is None or cached[0].device != device:
+            self._tensors[name] = to_tensors(getattr(self.splits, name), device)
+        return self._tensors[name]
+
+    def _world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
+    def train_dataloader(self) -> TensorBatches:
+        rank, world = self._world()
+        epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer else (lambda: 0)
+        return TensorBatches(*self._part("train"), self.batch_size, self.seed, epoch_fn, rank, world)
+
+    def val_dataloader(self) -> TensorBatches:
+        rank, world = self._world()
+        return TensorBatches(*self._part("val"), self.eval_batch_size, rank=rank, world=world)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self._part("test"), self.eval_batch_size)

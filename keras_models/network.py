@@ -1,0 +1,48 @@
+"""Build a Keras model from a layer spec. It takes uint8 images and returns logits.
+
+Keras' defaults are the shared initialisation scheme: Glorot-uniform kernels, zero biases.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers as L
+
+from lab import architectures as A
+
+
+def build_model(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, std, name: str = "model") -> keras.Model:
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")
+    x = L.Rescaling(1.0 / 255)(inputs)
+    x = L.Normalization(mean=list(mean), variance=list(np.square(std)))(x)
+    for layer in spec:
+        x = _layer(layer)(x)
+    # Logits in float32 even under mixed precision, for a stable loss.
+    outputs = L.Activation("linear", dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _layer(layer: A.Layer) -> L.Layer:
+    if isinstance(layer, A.Conv):
+        return L.Conv2D(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding)
+    if isinstance(layer, A.Dense):
+        return L.Dense(layer.units)
+    if isinstance(layer, A.BatchNorm):
+        return L.BatchNormalization()
+    if isinstance(layer, A.MaxPool):
+        return L.MaxPooling2D(layer.size)
+    if isinstance(layer, A.Dropout):
+        return L.Dropout(layer.rate)
+    if isinstance(layer, A.ReLU):
+        return L.ReLU()
+    if isinstance(layer, A.Flatten):
+        return L.Flatten()
+    if isinstance(layer, A.GlobalAvgPool):
+        return L.GlobalAveragePooling2D()
+    raise TypeError(f"unknown layer spec {layer!r}")
+
+
+def count_params(model: keras.Model) -> A.ParamCount:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return A.ParamCount(trainable, frozen)

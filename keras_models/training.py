@@ -1,0 +1,120 @@
+"""Train and test one experiment with Keras model.fit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from callbacks.keras_checkpoint import LastCheckpoint, find_last
+from callbacks.keras_recorder import KerasRecorder
+from datamodules.base import DataSplits
+from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
+from keras_models.network import build_model, count_params
+from lab.devices import DevicePlan, plan_devices
+from lab.models import model_spec
+from lab.outcome import Outcome
+from lab.recording import RunRecord
+
+POLICIES = {"32": "float32", "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
+
+
+def compile_model(model: keras.Model, optimizer: str, lr: float) -> keras.Model:
+    opt = keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd" else keras.optimizers.Adam(lr)
+    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+    return model
+
+
+def build_compiled(settings, splits: DataSplits) -> keras.Model:
+    spec = model_spec(settings, splits.input_shape, splits.num_classes)
+    model = build_model(spec, splits.input_shape, splits.mean, splits.std, name=settings.model)
+    return compile_model(model, settings.optimizer, settings.lr)
+
+
+def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan) -> Outcome:
+    keras.utils.set_random_seed(settings.seed)
+    record = RunRecord(run_dir, len(splits.train))
+    with _strategy(plan).scope():
+        model, first_epoch = _model(settings, splits, run_dir / "checkpoints", resume)
+    record.restore(first_epoch)
+    model.summary()
+    writer = tf.summary.create_file_writer(str(run_dir))
+    model.fit(
+        train_dataset(splits.train, settings.batch_size, settings.seed, first_epoch, settings.epochs),
+        epochs=settings.epochs, initial_epoch=first_epoch, shuffle=False,  # the pipeline shuffles
+        steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size),
+        validation_data=eval_dataset(splits.val),
+        callbacks=_callbacks(record, writer, run_dir / "checkpoints"),
+    )
+    return Outcome(
+        test_logits=model.predict(splits.test.images, batch_size=1024, verbose=0),
+        params=count_params(model),
+        record=record,
+        device=_describe(plan),
+        log_images=lambda images: _log_images(writer, images, len(record.history)),
+        log_hparams=lambda hparams, metrics: _log_hparams(writer, hparams, metrics),
+    )
+
+
+def configure_devices(settings) -> DevicePlan:
+    plan = plan_devices(settings, len(tf.config.list_physical_devices("GPU")))
+    if plan.accelerator == "cpu":
+        _hide_gpus()
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
+    return plan
+
+
+def _hide_gpus() -> None:
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow already started in this process; its devices are fixed
+        pass
+
+
+def _strategy(plan: DevicePlan) -> tf.distribute.Strategy:
+    if plan.num_gpus > 1:
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in plan.devices])
+    return tf.distribute.OneDeviceStrategy(f"/gpu:{plan.devices[0]}" if plan.num_gpus else "/cpu:0")
+
+
+def _model(settings, splits: DataSplits, checkpoints: Path, resume: bool) -> tuple[keras.Model, int]:
+    saved = find_last(checkpoints) if resume else []
+    if saved:
+        path, epochs_done = saved[0]
+        return keras.models.load_model(path, safe_mode=True), epochs_done
+    return build_compiled(settings, splits), 0
+
+
+def _callbacks(record: RunRecord, writer, checkpoints: Path) -> list[keras.callbacks.Callback]:
+    best_so_far = max((row["val/acc"] for row in record.history), default=None)
+    return [
+        KerasRecorder(record, writer),  # before the checkpoints, so a saved epoch is always recorded
+        keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_acc", mode="max",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        LastCheckpoint(checkpoints),
+    ]
+
+
+def _log_images(writer, images: dict, step: int) -> None:
+    with writer.as_default():
+        for tag, array in images.items():
+            tf.summary.image(tag, array[None], step=step)
+    writer.flush()
+
+
+def _log_hparams(writer, hparams: dict, metrics: dict) -> None:
+    from tensorboard.plugins.hparams import api as hp
+
+    with writer.as_default():
+        hp.hparams({k: ("none" if v is None else v) for k, v in hparams.items()})
+        for tag, value in metrics.items():
+            tf.summary.scalar(tag, value, step=0)
+    writer.flush()
+
+
+def _describe(plan: DevicePlan) -> str:
+    if plan.accelerator == "cpu":
+        return "cpu"
+    return f"gpu x{plan.num_gpus}"

@@ -1,0 +1,1 @@
+"""Backend-free code: experiment settings, architectures, results, analysis and reports."""

@@ -1,0 +1,70 @@
+"""A description of the machine a run happened on, for results.json and reports."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+_PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "tensorflow", "keras", "keras-tuner")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ram_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gpu_names() -> list[str]:
+    """GPU names, read without importing a framework (nvidia-smi), so both backends report alike."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def versions() -> dict[str, str | None]:
+    found = {"python": sys.version.split()[0]}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def machine_info() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": ram_gib(),
+        "gpus": gpu_names(),
+        "os": f"{platform.system()} {platform.release()}",
+        "versions": versions(),
+    }
+
+
+def describe(machine: dict) -> str:
+    """One line: 'AMD EPYC, 2 cores, 23.4 GiB RAM, no GPU; Python 3.11.7, torch 2.14.1, ...'."""
+    gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
+    libs = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items() if v)
+    return f"{machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('ram_gib')} GiB RAM, {gpus}; {libs}"

@@ -1,0 +1,41 @@
+"""The named models, as layer specs both backends build. Each ends in logits (no softmax)."""
+from __future__ import annotations
+
+from lab.architectures import BatchNorm, Conv, Dense, Dropout, Flatten, Layer, MaxPool, ReLU, infer
+
+MODELS = ("first_cnn", "mlp", "cifar_cnn")
+
+
+def first_cnn(s, num_classes: int) -> list[Layer]:
+    """The lab's first CNN: one convolution, ReLU, Flatten, Dense to the classes."""
+    return [Conv(s.filters, s.kernel_size, s.stride, s.padding), ReLU(), Flatten(), Dense(num_classes)]
+
+
+def mlp(s, num_classes: int) -> list[Layer]:
+    """The dense baseline: Flatten, then --layers hidden layers of --hidden units."""
+    layers: list[Layer] = [Flatten()]
+    for _ in range(s.layers):
+        layers += [Dense(s.hidden), ReLU()]
+    return layers + [Dense(num_classes)]
+
+
+def cifar_cnn(s, num_classes: int) -> list[Layer]:
+    """VGG-style: --depth blocks of two 3x3 convs with batch norm, pooling and dropout; a dense head."""
+    layers: list[Layer] = []
+    for block in range(s.depth):
+        width = s.width * 2**block
+        for _ in range(2):
+            layers += [Conv(width, 3, 1, "same"), BatchNorm(), ReLU()]
+        layers += [MaxPool(2), Dropout(s.dropout)]
+    layers += [Flatten(), Dense(s.dense_units), BatchNorm(), ReLU(), Dropout(s.dropout), Dense(num_classes)]
+    return layers
+
+
+_BUILDERS = {"first_cnn": first_cnn, "mlp": mlp, "cifar_cnn": cifar_cnn}
+
+
+def model_spec(settings, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
+    """The spec for settings.model, checked against the input shape (LabError if it cannot work)."""
+    layers = _BUILDERS[settings.model](settings, num_classes)
+    infer(layers, input_shape)
+    return layers

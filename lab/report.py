@@ -1,0 +1,119 @@
+"""The per-run report: figures/*.png and report.md in the run folder, in the lab report's format."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lab import plots
+from lab.analysis import WorstImage, confusion_counts, worst_classified
+from lab.io import write_text_atomic
+from lab.machine import describe
+
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+HYPER_COLUMNS = ("Batch Size", "Filters", "Kernel Size", "Stride", "Padding", "Loss", "Accuracy", "Time")
+HYPER_KEYS = ("batch_size", "filters", "kernel_size", "stride", "padding")
+WORST_COLUMNS = ("Rank", "Image idx", "Pred. cat.", "Act. cat.", "P(act.)")
+WORST_DEFINITION = (
+    "An image counts as badly classified if it is misclassified and the probability the model gives to its "
+    "actual category is low: these are the misclassified test images with the lowest predicted probability "
+    "for their actual category, rank 1 being the lowest (equal probabilities: the lower image index ranks worse).")
+
+
+def markdown_table(columns, rows) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(":---:" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _setting(value) -> str:
+    """As the lab report writes settings: (3, 3) for a kernel, 'valid' for a padding."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def _num(value, fmt: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+def hyperparameters_table(results: dict) -> str:
+    hp, test = results["hyperparameters"], results["test"]
+    row = [_setting(hp.get(k)) for k in HYPER_KEYS]
+    row += [_num(test["loss"], ".4f"), _num(100 * test["accuracy"], ".2f", "%"),
+            _num(results["timing"]["total_s"], ".2f", "s")]
+    return markdown_table(HYPER_COLUMNS, [row])
+
+
+def _prob(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def worst_table(worst: list[WorstImage], class_names) -> str:
+    rows = [(w.rank, w.index, class_names[w.pred], class_names[w.true], _prob(w.true_prob)) for w in worst]
+    return markdown_table(WORST_COLUMNS, rows)
+
+
+def summary_lines(results: dict) -> list[str]:
+    timing, params = results["timing"], results["params"]
+    planned, run = results["hyperparameters"].get("epochs"), results["epochs_run"]
+    return [
+        f"- Model: {results['model']}",
+        f"- Dataset: {results['dataset']} ({results['data_source']})",
+        f"- Parameters: {params['total']:,} ({params['trainable']:,} trainable)",
+        f"- Epochs: {run}" + (f" of {planned} planned" if planned not in (None, run) else ""),
+        f"- Epoch time: first {_num(timing.get('first_epoch_s'), '.2f', 's')}, "
+        f"steady {_num(timing.get('steady_epoch_s'), '.2f', 's')}",
+        f"- Images per second: {_num(timing.get('images_per_s'), ',.0f')}",
+        f"- Finished at: {results['finished_at']}",
+    ]
+
+
+def worst_section(worst: list[WorstImage], n_test: int, class_names, figure: str | None) -> list[str]:
+    if not worst:
+        return [f"All {n_test} test images were classified correctly, so no image is badly classified."]
+    lines = [WORST_DEFINITION, ""]
+    if len(worst) < 10:
+        lines += [f"Only {len(worst)} test images were misclassified; all are listed.", ""]
+    lines += [worst_table(worst, class_names), "", "<br>", ""]
+    return lines + [f'<img src="{figure}" />']
+
+
+def render_report(results: dict, worst: list[WorstImage], n_test: int, class_names, figures: dict[str, str]) -> str:
+    """report.md text; figures maps a figure name to its path relative to the run folder."""
+    lines = [f"# {results['experiment']} ({results['backend']})", "",
+             f"Machine: {describe(results['machine'])}", "",
+             "#### Hyperparameters & Results", "", hyperparameters_table(results), "",
+             *summary_lines(results), "", "<br>", "",
+             "#### Loss and Accuracy Plot", "", f'<img src="{figures["curves"]}" height="300" />', "", "<br>", "",
+             "#### Confusion matrix", "", f'<img src="{figures["confusion_matrix"]}" height="300" />', "", "<br>", "",
+             f"#### {min(len(worst), 10) or 10} worst classified images", "",
+             *worst_section(worst, n_test, class_names, figures.get("worst10"))]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_outputs(run_dir, results: dict, probs: np.ndarray, labels: np.ndarray, images: np.ndarray,
+                      class_names) -> dict[str, Path]:
+    """Write figures/{curves,confusion_matrix,worst10}.png and report.md; return the figure paths.
+
+    With no misclassified image there is no worst10.png (the report says why) and no "worst10" key.
+    """
+    run_dir, class_names = Path(run_dir), list(class_names)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    title = f"{results['experiment']} ({results['backend']})"
+    worst = worst_classified(probs, labels, k=10)
+    figures = {"curves": plots.curves_figure(results["history"], title),
+               "confusion_matrix": plots.confusion_figure(confusion_counts(probs, labels, len(class_names)),
+                                                          class_names, title)}
+    if worst:
+        figures["worst10"] = plots.worst_figure(images, worst, class_names)
+    else:  # a rewrite of the same run must not leave an older grid behind
+        (run_dir / FIGURES_DIR / "worst10.png").unlink(missing_ok=True)
+    paths = {name: plots.save_png(fig, run_dir / FIGURES_DIR / f"{name}.png") for name, fig in figures.items()}
+    relative = {name: f"{FIGURES_DIR}/{path.name}" for name, path in paths.items()}
+    write_text_atomic(run_dir / REPORT_FILE, render_report(results, worst, len(labels), class_names, relative))
+    return paths

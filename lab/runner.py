@@ -1,0 +1,141 @@
+"""One run, the same way for both backends: settings -> data -> backend training -> results.
+
+Only the training itself (backend.train) is backend-specific; everything before and after it
+(settings, data, run folder, test metrics, results.json, figures, report) is shared.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from datamodules import load_splits
+from lab.errors import LabError
+from lab.io import write_bytes_atomic
+from lab.machine import machine_info
+from lab.metrics import accuracy, cross_entropy, softmax
+from lab.models import model_spec
+from lab.outcome import Outcome
+from lab.results import PREDICTIONS_FILE, save_results
+from lab.rundirs import find_resumable, load_settings, new_run_dir, save_settings
+from lab.settings import build_parser, make_settings, settings_from_args
+
+BACKENDS = {"lightning": "lightning_modules.training", "keras": "keras_models.training"}
+NAMES = {"lightning": "PyTorch Lightning", "keras": "Keras"}
+
+
+def main(backend: str, argv: list[str] | None = None) -> int:
+    parser = build_parser(f"train_{backend}.py", f"Train one lab experiment with {NAMES[backend]}; "
+                          "results, figures, report and TensorBoard logs go to OUT/<experiment>/"
+                          f"{backend}/version_N.")
+    args = parser.parse_args(argv)
+    try:
+        run_dir = run(backend, args)
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished epochs are saved; run the same command with --resume to continue.",
+              file=sys.stderr)
+        return 130
+    print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def run(backend: str, args) -> Path:
+    settings, resume_dir = resolve_settings(backend, args)
+    return run_settings(backend, settings, resume_dir)
+
+
+def run_settings(backend: str, settings, resume_dir: Path | None = None) -> Path:
+    """Train, test and write every output of one run; returns its folder."""
+    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction)
+    model_spec(settings, splits.input_shape, splits.num_classes)  # refuse impossible shapes first
+    trainer = importlib.import_module(BACKENDS[backend])
+    plan = trainer.configure_devices(settings)
+    run_dir = resume_dir or new_run_dir(settings.out, settings.experiment, backend)
+    save_settings(run_dir, settings.to_dict())
+    outcome = trainer.train(settings, splits, run_dir, resume=resume_dir is not None, plan=plan)
+    finish(backend, settings, splits, run_dir, outcome)
+    return run_dir
+
+
+def resolve_settings(backend: str, args):
+    """The run's settings; with --resume, those saved in the run folder (a new --epochs may extend it)."""
+    settings = settings_from_args(args)
+    resume = getattr(args, "resume", None)
+    if not resume:
+        return settings, None
+    run_dir = find_resumable(resume, settings.out, settings.experiment, backend)
+    saved = load_settings(run_dir)
+    if "epochs" in vars(args):
+        saved["epochs"] = settings.epochs
+    return make_settings(saved), run_dir
+
+
+def finish(backend: str, settings, splits, run_dir: Path, outcome: Outcome) -> dict:
+    from lab.plots import png_to_array
+    from lab.report import write_run_outputs
+
+    labels = splits.test.labels
+    probs = softmax(outcome.test_logits)
+    results = build_results(backend, settings, splits, outcome,
+                            loss=cross_entropy(outcome.test_logits, labels),
+                            acc=accuracy(outcome.test_logits, labels))
+    _save_predictions(run_dir, probs, labels)
+    figures = write_run_outputs(run_dir, results, probs, labels, splits.test.images, splits.class_names)
+    outcome.log_images({f"figures/{name}": png_to_array(Path(path).read_bytes()) for name, path in figures.items()})
+    outcome.log_hparams(_hparams(settings), {"hp/test_acc": results["test"]["accuracy"],
+                                             "hp/test_loss": results["test"]["loss"],
+                                             "hp/train_time_s": results["timing"]["total_s"]})
+    save_results(run_dir, results)  # last: a results.json means the run is complete
+    print_summary(results, run_dir)
+    return results
+
+
+def build_results(backend, settings, splits, outcome: Outcome, loss: float, acc: float) -> dict:
+    return {
+        "schema": 1,
+        "experiment": settings.experiment,
+        "backend": backend,
+        "model": settings.model,
+        "dataset": settings.dataset,
+        "data_source": splits.source,
+        "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "hyperparameters": settings.to_dict(),
+        "params": {"total": outcome.params.total, "trainable": outcome.params.trainable},
+        "test": {"loss": loss, "accuracy": acc},
+        "timing": outcome.record.timing(),
+        "history": outcome.record.history,
+        "epochs_run": len(outcome.record.history),
+        "class_names": list(splits.class_names),
+        "device": outcome.device,
+        "machine": machine_info(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "extra": outcome.extra or {},
+    }
+
+
+def _save_predictions(run_dir: Path, probs: np.ndarray, labels: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, probs=probs.astype(np.float32), labels=labels)
+    write_bytes_atomic(run_dir / PREDICTIONS_FILE, buffer.getvalue())
+
+
+def _hparams(settings) -> dict:
+    return {k: v for k, v in settings.to_dict().items() if k not in ("out", "data_dir", "name")}
+
+
+def print_summary(results: dict, run_dir: Path) -> None:
+    t = results["timing"]
+    print(f"\n{NAMES[results['backend']]} | {results['model']} on {results['dataset']} | "
+          f"{results['params']['total']:,} parameters | {results['epochs_run']} epochs on {results['device']}")
+    print(f"test accuracy {results['test']['accuracy']:.2%}, test loss {results['test']['loss']:.4f}")
+    print(f"training time {t['total_s']:.2f} s (first epoch {t['first_epoch_s']:.2f} s, then "
+          f"{t['steady_epoch_s']:.2f} s per epoch, {t['images_per_s']:,.0f} images/s)")
+    print(f"results: {run_dir}")

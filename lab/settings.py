@@ -1,0 +1,196 @@
+"""Experiment settings: one dataclass, one command line and one YAML format for both backends."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from lab.errors import LabError
+from lab.models import MODELS
+
+OPTIMIZERS = ("adam", "sgd")
+ACCELERATORS = ("auto", "cpu", "gpu")
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+
+
+@dataclass
+class ExperimentSettings:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str = "first_cnn"
+    epochs: int = 5
+    batch_size: int = 32
+    filters: int = 32
+    kernel_size: int = 3
+    stride: int = 1
+    padding: str = "valid"
+    hidden: int = 128
+    layers: int = 1
+    width: int = 32
+    depth: int = 3
+    dense_units: int = 128
+    dropout: float = 0.25
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    seed: int = 0
+    val_fraction: float = 0.1
+    out: str = "runs"
+    name: str | None = None
+    accelerator: str = "auto"
+    gpus: int | None = None
+    devices: str = "auto"
+    precision: str = "32"
+
+    @property
+    def experiment(self) -> str:
+        return self.name or f"{self.model}-{self.dataset}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+HELP = {
+    "dataset": "dataset name: mnist, fashion_mnist, cifar10, digits (bundled, needs no files) or folder",
+    "data_dir": "folder (or .tar/.tar.gz for 'folder') holding the dataset files; downloads go there too",
+    "model": f"model to train: {', '.join(MODELS)}",
+    "epochs": "number of training epochs",
+    "batch_size": "images per training batch",
+    "filters": "first_cnn: number of convolution filters",
+    "kernel_size": "first_cnn: convolution kernel size (square)",
+    "stride": "first_cnn: convolution stride",
+    "padding": "first_cnn: convolution padding, 'valid' or 'same'",
+    "hidden": "mlp: units per hidden layer",
+    "layers": "mlp: number of hidden layers",
+    "width": "cifar_cnn: filters of the first block (doubled at each block)",
+    "depth": "cifar_cnn: number of conv blocks",
+    "dense_units": "cifar_cnn: units of the dense head",
+    "dropout": "cifar_cnn: dropout rate after each block and in the head",
+    "optimizer": "optimizer: adam or sgd (sgd uses momentum 0.9)",
+    "lr": "learning rate",
+    "seed": "random seed for the split, the batch order and the initial weights",
+    "val_fraction": "fraction of the training images held out for validation",
+    "out": "root folder of the runs: results go to OUT/<experiment>/<backend>/version_N",
+    "name": "experiment name (default: <model>-<dataset>)",
+    "accelerator": "auto (the GPU if there is one), cpu or gpu",
+    "gpus": "number of GPUs to train on; 0 means the CPU",
+    "devices": "devices to use: 'auto', a count, or a comma-separated list of GPU indices",
+    "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
+}
+CHOICES = {"optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
+           "padding": ("valid", "same"), "model": MODELS}
+
+
+class LabArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad flags in one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def build_parser(prog: str, description: str) -> LabArgumentParser:
+    parser = LabArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML file of settings (flags given on the command line win)")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
+                        help="continue an interrupted run from its last checkpoint: the latest run of this "
+                             "experiment, or the run folder given")
+    for f in fields(ExperimentSettings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _arg_type(f.type)
+        parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), help=_help(f))
+    return parser
+
+
+def _arg_type(annotation):
+    text = str(annotation)
+    if "int" in text:
+        return int
+    if "float" in text:
+        return float
+    return str
+
+
+def _help(f) -> str:
+    default = f.default
+    return f"{HELP[f.name]} (default: {default})" if default is not None else HELP[f.name]
+
+
+def settings_from_args(args: argparse.Namespace) -> ExperimentSettings:
+    """Defaults, overridden by the YAML file, overridden by the flags given."""
+    values = {}
+    config = getattr(args, "config", None)
+    if config:
+        values.update(load_yaml(config))
+    values.update({k: v for k, v in vars(args).items() if k not in ("config", "resume")})
+    return make_settings(values)
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LabError(f"config file {path} does not exist; check the --config path.") from None
+    except yaml.YAMLError as e:
+        raise LabError(f"config file {path} is not valid YAML ({_first_line(e)}); fix it or drop --config.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LabError(f"config file {path} must be a mapping of setting: value, not a {type(data).__name__}.")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def make_settings(values: dict) -> ExperimentSettings:
+    known = {f.name: f for f in fields(ExperimentSettings)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise LabError(f"unknown setting(s) {', '.join(unknown)}; the settings are those of --help.")
+    converted = {k: _convert(known[k], v) for k, v in values.items()}
+    settings = ExperimentSettings(**converted)
+    validate(settings)
+    return settings
+
+
+def _convert(f, value):
+    if value is None:
+        return None
+    kind = _arg_type(f.type)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        _bad(f, value)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        _bad(f, value)
+
+
+def _bad(f, value):
+    raise LabError(f"setting {f.name} must be a {_arg_type(f.type).__name__}, got {value!r}.")
+
+
+def validate(s: ExperimentSettings) -> None:
+    for name, choices in CHOICES.items():
+        if getattr(s, name) not in choices:
+            raise LabError(f"{name} must be one of {', '.join(choices)}, got {getattr(s, name)!r}.")
+    positive = ("epochs", "batch_size", "filters", "kernel_size", "hidden", "width", "depth", "dense_units")
+    for name in positive:
+        if getattr(s, name) < 1:
+            raise LabError(f"{name.replace('_', '-')} must be at least 1, got {getattr(s, name)}.")
+    if s.stride < 1:
+        raise LabError(f"stride must be at least 1, got {s.stride}.")
+    if s.layers < 0:
+        raise LabError(f"layers must be 0 or more, got {s.layers}.")
+    if s.lr <= 0:
+        raise LabError(f"lr must be positive, got {s.lr}.")
+    if not 0 <= s.dropout < 1:
+        raise LabError(f"dropout must be in [0, 1), got {s.dropout}.")
+    if not 0 < s.val_fraction < 1:
+        raise LabError(f"val-fraction must be between 0 and 1, got {s.val_fraction}.")
+    if s.gpus is not None and s.gpus < 0:
+        raise LabError(f"gpus must be 0 or more, got {s.gpus}.")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]

@@ -1,0 +1,1 @@
+"""PyTorch Lightning side: networks built from lab.architectures specs, the LightningModule, training."""

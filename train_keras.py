@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Train one lab experiment with Keras 3. See --help."""
+import sys
+
+from lab.runner import main
+
+if __name__ == "__main__":
+    sys.exit(main("keras"))

@@ -65,7 +65,11 @@ class DiskTree:
 
     def entries(self, rel: str) -> tuple[list[str], list[str]]:
         """Sorted visible (subfolders, files) of `rel`."""
-        found = [e for e in os.scandir(self.root / rel) if not e.name.startswith(".")]
+        try:
+            found = [e for e in os.scandir(self.root / rel) if not e.name.startswith(".")]
+        except OSError as exc:
+            raise LabError(f"Cannot list folder {self.describe(rel)} ({exc.strerror}); "
+                           "check that it exists and is readable.") from exc
         return sorted(e.name for e in found if e.is_dir()), sorted(e.name for e in found if e.is_file())
 
     def describe(self, rel: str) -> str:
@@ -172,7 +176,7 @@ def _unwrap(tree: DiskTree | ArchiveTree) -> str:
     rel = ""
     while True:
         subfolders, files = tree.entries(rel)
-        if "train" in subfolders or len(subfolders) != 1 or files:
+        if "train" in subfolders or len(subfolders) != 1 or any(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
             return rel
         inner = _join(rel, subfolders[0])
         if not tree.entries(inner)[0]:
@@ -185,7 +189,7 @@ def list_split(tree: DiskTree | ArchiveTree, rel: str) -> Split:
     classes = tuple(tree.entries(rel)[0])
     if len(classes) < 2:
         raise LabError(f"Image folder {tree.describe(rel)} has {len(classes)} class subfolder(s) but needs at "
-                       f"least two; arrange the images as {tree.describe(rel) or '.'}/<class>/<image>.png.")
+                       f"least two; arrange the images as {tree.describe(rel)}/<class>/<image>.png.")
     files, labels = [], []
     for label, name in enumerate(classes):
         folder = _join(rel, name)

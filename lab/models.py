@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from lab.architectures import BatchNorm, Conv, Dense, Dropout, Flatten, Layer, MaxPool, ReLU, infer
 
-MODELS = ("first_cnn", "mlp", "cifar_cnn")
+MODELS = ("first_cnn", "mlp", "cifar_cnn", "cnn")
 
 
 def first_cnn(s, num_classes: int) -> list[Layer]:
@@ -31,7 +31,22 @@ def cifar_cnn(s, num_classes: int) -> list[Layer]:
     return layers
 
 
-_BUILDERS = {"first_cnn": first_cnn, "mlp": mlp, "cifar_cnn": cifar_cnn}
+def cnn(s, num_classes: int) -> list[Layer]:
+    """The configurable CNN the tuner searches: --blocks of [conv, batch norm?, ReLU, pool?, dropout],
+    --filters doubling per block, then a dense head of --dense-units."""
+    layers: list[Layer] = []
+    for block in range(s.blocks):
+        layers.append(Conv(s.filters * 2**block, s.kernel_size, 1, s.padding))
+        layers += [BatchNorm()] if s.batch_norm else []
+        layers.append(ReLU())
+        layers += [MaxPool(2)] if s.pool else []
+        layers += [Dropout(s.dropout)] if s.dropout else []
+    layers += [Flatten(), Dense(s.dense_units), ReLU()]
+    layers += [Dropout(s.dropout)] if s.dropout else []
+    return layers + [Dense(num_classes)]
+
+
+_BUILDERS = {"first_cnn": first_cnn, "mlp": mlp, "cifar_cnn": cifar_cnn, "cnn": cnn}
 
 
 def model_spec(settings, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:

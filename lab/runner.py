@@ -52,7 +52,8 @@ def run(backend: str, args) -> Path:
 
 def run_settings(backend: str, settings, resume_dir: Path | None = None) -> Path:
     """Train, test and write every output of one run; returns its folder."""
-    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction)
+    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
+                         classes=settings.classes)
     model_spec(settings, splits.input_shape, splits.num_classes)  # refuse impossible shapes first
     trainer = importlib.import_module(BACKENDS[backend])
     plan = trainer.configure_devices(settings)

@@ -6,6 +6,7 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from datamodules.registry import DATASETS
 from lab.errors import LabError
 from lab.models import MODELS
 
@@ -31,6 +32,20 @@ class ExperimentSettings:
     depth: int = 3
     dense_units: int = 128
     dropout: float = 0.25
+    blocks: int = 2
+    batch_norm: bool = False
+    pool: bool = True
+    flip: bool = False
+    crop_pad: int = 0
+    rotate: float = 0.0
+    color_jitter: float = 0.0
+    cutout: int = 0
+    save_augmented: bool = False
+    weights: str | None = None
+    unfreeze: str = "1"
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None
+    classes: str | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
     seed: int = 0
@@ -51,7 +66,7 @@ class ExperimentSettings:
 
 
 HELP = {
-    "dataset": "dataset name: mnist, fashion_mnist, cifar10, digits (bundled, needs no files) or folder",
+    "dataset": "dataset: mnist, fashion_mnist, cifar10, digits (bundled, needs no files) or folder (an image tree)",
     "data_dir": "folder (or .tar/.tar.gz for 'folder') holding the dataset files; downloads go there too",
     "model": f"model to train: {', '.join(MODELS)}",
     "epochs": "number of training epochs",
@@ -65,7 +80,21 @@ HELP = {
     "width": "cifar_cnn: filters of the first block (doubled at each block)",
     "depth": "cifar_cnn: number of conv blocks",
     "dense_units": "cifar_cnn: units of the dense head",
-    "dropout": "cifar_cnn: dropout rate after each block and in the head",
+    "dropout": "cifar_cnn and cnn: dropout rate after each block and in the head",
+    "blocks": "cnn: number of conv blocks (conv, optional batch norm, ReLU, optional pooling, dropout)",
+    "batch_norm": "cnn: batch normalisation after each convolution (true/false)",
+    "pool": "cnn: 2x2 max pooling after each block (true/false)",
+    "flip": "augmentation: random horizontal flip of training images (true/false)",
+    "crop_pad": "augmentation: pad by this many pixels, then crop back at random (0: off)",
+    "rotate": "augmentation: random rotation up to this many degrees (0: off)",
+    "color_jitter": "augmentation: random brightness/contrast change of this strength, e.g. 0.2 (0: off)",
+    "cutout": "augmentation: blank a random square of this size in pixels (0: off)",
+    "save_augmented": "save a PNG grid of augmented training images in the run folder (true/false)",
+    "weights": "initial weights: none, imagenet (backbones), or a checkpoint file of an earlier run",
+    "unfreeze": "fine-tuning: number of top backbone blocks to unfreeze, or a fraction like 0.25",
+    "finetune_epochs": "fine-tuning epochs after the --epochs of feature extraction (0: no fine-tuning)",
+    "finetune_lr": "fine-tuning learning rate (default: --lr / 10)",
+    "classes": "train on these classes only: names or indices, comma-separated (e.g. 0,1,2,3,4)",
     "optimizer": "optimizer: adam or sgd (sgd uses momentum 0.9)",
     "lr": "learning rate",
     "seed": "random seed for the split, the batch order and the initial weights",
@@ -77,7 +106,7 @@ HELP = {
     "devices": "devices to use: 'auto', a count, or a comma-separated list of GPU indices",
     "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
 }
-CHOICES = {"optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
+CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
            "padding": ("valid", "same"), "model": MODELS}
 
 
@@ -104,11 +133,27 @@ def build_parser(prog: str, description: str) -> LabArgumentParser:
 
 def _arg_type(annotation):
     text = str(annotation)
+    if "bool" in text:
+        return parse_bool
     if "int" in text:
         return int
     if "float" in text:
         return float
     return str
+
+
+def parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+parse_bool.__name__ = "bool"
 
 
 def _help(f) -> str:
@@ -174,7 +219,7 @@ def validate(s: ExperimentSettings) -> None:
     for name, choices in CHOICES.items():
         if getattr(s, name) not in choices:
             raise LabError(f"{name} must be one of {', '.join(choices)}, got {getattr(s, name)!r}.")
-    positive = ("epochs", "batch_size", "filters", "kernel_size", "hidden", "width", "depth", "dense_units")
+    positive = ("epochs", "batch_size", "filters", "kernel_size", "hidden", "width", "depth", "dense_units", "blocks")
     for name in positive:
         if getattr(s, name) < 1:
             raise LabError(f"{name.replace('_', '-')} must be at least 1, got {getattr(s, name)}.")
@@ -188,6 +233,15 @@ def validate(s: ExperimentSettings) -> None:
         raise LabError(f"dropout must be in [0, 1), got {s.dropout}.")
     if not 0 < s.val_fraction < 1:
         raise LabError(f"val-fraction must be between 0 and 1, got {s.val_fraction}.")
+    for name in ("crop_pad", "cutout", "finetune_epochs"):
+        if getattr(s, name) < 0:
+            raise LabError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(s, name)}.")
+    if not 0 <= s.rotate <= 180:
+        raise LabError(f"rotate must be between 0 and 180 degrees, got {s.rotate}.")
+    if not 0 <= s.color_jitter < 1:
+        raise LabError(f"color-jitter must be in [0, 1), got {s.color_jitter}.")
+    if s.finetune_lr is not None and s.finetune_lr <= 0:
+        raise LabError(f"finetune-lr must be positive, got {s.finetune_lr}.")
     if s.gpus is not None and s.gpus < 0:
         raise LabError(f"gpus must be 0 or more, got {s.gpus}.")
 

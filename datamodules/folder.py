@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -98,19 +98,19 @@ class ArchiveTree:
                     rel = safe_member_path(member, self.tar_path)
                     if rel is not None:
                         self._add(rel, member.isdir())
-                        if member.isfile() and rel.name.lower().endswith(IMAGE_SUFFIXES):
-                            self.blobs[str(rel)] = tar.extractfile(member).read()
+                        if member.isfile() and rel.lower().endswith(IMAGE_SUFFIXES):
+                            self.blobs[rel] = tar.extractfile(member).read()
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise LabError(f"Archive {self.tar_path} is truncated or corrupt ({exc}); "
                            "replace it with a complete copy.") from exc
 
-    def _add(self, rel: PurePosixPath, is_dir: bool) -> None:
-        for parent, child in zip(rel.parents, [rel, *rel.parents]):
-            key = "" if str(parent) == "." else str(parent)
-            subfolders, files = self.folders.setdefault(key, (set(), set()))
-            (files if child == rel and not is_dir else subfolders).add(child.name)
+    def _add(self, rel: str, is_dir: bool) -> None:
+        parent, _, name = rel.rpartition("/")
+        if parent not in self.folders:
+            self._add(parent, True)
+        self.folders[parent][0 if is_dir else 1].add(name)
         if is_dir:
-            self.folders.setdefault(str(rel), (set(), set()))
+            self.folders.setdefault(rel, (set(), set()))
 
     def entries(self, rel: str) -> tuple[list[str], list[str]]:
         subfolders, files = self.folders.get(rel, (set(), set()))
@@ -123,17 +123,16 @@ class ArchiveTree:
         return self.describe(rel), self.blobs[rel]
 
 
-def safe_member_path(member: tarfile.TarInfo, tar_path: Path) -> PurePosixPath | None:
+def safe_member_path(member: tarfile.TarInfo, tar_path: Path) -> str | None:
     """The member's relative path, None for the archive root, LabError for unsafe or non-data members."""
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or ".." in name.parts:
+    parts = [p for p in member.name.split("/") if p not in ("", ".")]
+    if member.name.startswith("/") or ".." in parts:
         raise LabError(f"Archive {tar_path} contains member {member.name!r} whose path points outside the "
                        "archive's folder, so it was refused; rebuild the archive with relative paths only.")
     if not (member.isfile() or member.isdir()):
         raise LabError(f"Archive {tar_path} contains {member.name!r}, a link or special file, which is refused; "
                        "rebuild the archive with regular files and folders only.")
-    parts = [p for p in name.parts if p not in ("", ".")]
-    return PurePosixPath(*parts) if parts else None
+    return "/".join(parts) or None
 
 
 # --- layout ---------------------------------------------------------------------------------------------
@@ -227,7 +226,7 @@ def _cached_or_decoded(npz: Path, tree: DiskTree | ArchiveTree, train: Split, te
 def decode_images(items: list[Item], workers: int | None = None) -> np.ndarray:
     """Decode all images (in worker processes when many) into N x H x W x C uint8: C=1 if all are gray, else 3."""
     chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-    workers = min(workers or len(os.sched_getaffinity(0)), len(chunks))
+    workers = min(workers or _cpus(), len(chunks))
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork, not spawn: workers need only PIL and numpy, and spawn would re-import the caller's main module.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
@@ -238,6 +237,11 @@ def decode_images(items: list[Item], workers: int | None = None) -> np.ndarray:
     else:
         parts = [_decode_chunk(chunk) for chunk in chunks]
     return _stack([a for part in parts for a in part], [name for name, _ in items])
+
+
+def _cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # the CPUs this process may use, where known
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def _decode_chunk(items: list[Item]) -> list[np.ndarray]:

@@ -17,7 +17,8 @@ def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, 
                   augment=None) -> tf.data.Dataset:
     """Batches of every epoch from first_epoch (0-based) to epochs, shuffled per epoch.
 
-    augment: an optional function mapping a uint8 image batch to an augmented batch.
+    augment: an optional function (uint8 image batch, global batch index) -> augmented batch; the index
+    counts from 0 at the run's first batch, so a resumed run continues the augmentation sequence.
     """
     n = len(part)
     images, labels = tf.constant(part.images), tf.constant(part.labels)
@@ -33,7 +34,9 @@ def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, 
     batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     batches = batches.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
     if augment is not None:
-        batches = batches.map(lambda x, y: (augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        first_step = first_epoch * num_batches(n, batch_size)
+        batches = batches.enumerate(first_step).map(lambda step, xy: (augment(xy[0], step), xy[1]),
+                                                    num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 

@@ -10,7 +10,9 @@ from callbacks.keras_checkpoint import LastCheckpoint, find_last
 from callbacks.keras_recorder import KerasRecorder
 from datamodules.base import DataSplits
 from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
+from keras_models.augment import apply_numpy, build_augment
 from keras_models.network import build_model, count_params
+from lab.augmentation import save_augmented_grid
 from lab.devices import DevicePlan, plan_devices
 from lab.models import model_spec
 from lab.outcome import Outcome
@@ -32,20 +34,24 @@ def build_compiled(settings, splits: DataSplits) -> keras.Model:
     return compile_model(model, settings.optimizer, settings.lr)
 
 
-def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan) -> Outcome:
+def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
+          extra_callbacks: tuple = ()) -> Outcome:
     keras.utils.set_random_seed(settings.seed)
     record = RunRecord(run_dir, len(splits.train))
     with _strategy(plan).scope():
         model, first_epoch = _model(settings, splits, run_dir / "checkpoints", resume)
     record.restore(first_epoch)
     model.summary()
+    if settings.save_augmented:
+        save_augmented_grid(run_dir, settings, splits, apply_numpy)
     writer = tf.summary.create_file_writer(str(run_dir))
     model.fit(
-        train_dataset(splits.train, settings.batch_size, settings.seed, first_epoch, settings.epochs),
+        train_dataset(splits.train, settings.batch_size, settings.seed, first_epoch, settings.epochs,
+                      augment=build_augment(settings, splits.input_shape[:2])),
         epochs=settings.epochs, initial_epoch=first_epoch, shuffle=False,  # the pipeline shuffles
         steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size),
         validation_data=eval_dataset(splits.val),
-        callbacks=_callbacks(record, writer, run_dir / "checkpoints"),
+        callbacks=_callbacks(record, writer, run_dir / "checkpoints") + list(extra_callbacks),
     )
     return Outcome(
         test_logits=model.predict(splits.test.images, batch_size=1024, verbose=0),

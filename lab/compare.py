@@ -15,8 +15,10 @@ from lab.report import REPORT_FILE, markdown_table
 from lab.results import RESULTS_FILE, find_runs, load_results
 
 MARKDOWN_FILE, CSV_FILE, CURVES_FILE = "comparison.md", "comparison.csv", "comparison_val_curves.png"
-MD_COLUMNS = ("Model", "Backend", "Accuracy", "Time", "Epochs", "Params", "Dataset", "Experiment", "Run")
-CSV_COLUMNS = ("Model", "Backend", "Accuracy (%)", "Time (s)", "Epochs", "Params", "Dataset", "Experiment", "Run")
+MD_COLUMNS = ("Model", "Backend", "Accuracy", "Time", "Epochs", "Params", "Dataset", "Experiment", "Run",
+              "Train-val gap")
+CSV_COLUMNS = ("Model", "Backend", "Accuracy (%)", "Time (s)", "Epochs", "Params", "Dataset", "Experiment", "Run",
+               "Train-val gap (pp)")
 
 
 def is_run(path: Path) -> bool:
@@ -64,10 +66,23 @@ def run_row(run_dir: Path, results: dict) -> dict:
                 "epochs": int(results["epochs_run"]), "params": int(results["params"]["total"]),
                 "dataset": str(results["dataset"]), "experiment": str(results["experiment"]), "run_dir": run_dir,
                 "history": [{"epoch": int(h["epoch"]), "val/acc": h.get("val/acc"), "val/loss": h.get("val/loss")}
-                            for h in results["history"]]}
+                            for h in results["history"]],
+                "gap": train_val_gap(results["history"])}
     except (KeyError, TypeError, ValueError) as e:
         raise LabError(f"{run_dir / RESULTS_FILE} has an unexpected layout ({type(e).__name__}: {e}); "
                        "rerun that experiment or leave that folder out.") from None
+
+
+def train_val_gap(history: list[dict]) -> float | None:
+    """Last epoch's training minus validation accuracy, in percentage points (None if not recorded)."""
+    last = history[-1] if history else {}
+    if last.get("train/acc") is None or last.get("val/acc") is None:
+        return None
+    return 100 * (float(last["train/acc"]) - float(last["val/acc"]))
+
+
+def _gap(gap: float | None, unit: str = "") -> str:
+    return "-" if gap is None else f"{gap:+.2f}{unit}"
 
 
 def _link(run_dir: Path, out_dir: Path) -> str:
@@ -79,7 +94,7 @@ def markdown(rows: list[dict], out_dir: Path, mixed: bool) -> str:
     def table(group):
         return markdown_table(MD_COLUMNS, [(r["model"], r["backend"], f"{r['accuracy']:.2f}%", f"{r['time_s']:.2f}s",
                                             r["epochs"], f"{r['params']:,}", r["dataset"], r["experiment"],
-                                            _link(r["run_dir"], out_dir)) for r in group])
+                                            _link(r["run_dir"], out_dir), _gap(r["gap"], " pp")) for r in group])
     lines = [f"# Comparison of {len(rows)} runs", ""]
     if not mixed:
         return "\n".join(lines + [table(rows)]) + "\n"
@@ -95,7 +110,7 @@ def csv_text(rows: list[dict]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         writer.writerow([r["model"], r["backend"], f"{r['accuracy']:.2f}", f"{r['time_s']:.2f}", r["epochs"],
-                         r["params"], r["dataset"], r["experiment"], r["run_dir"].as_posix()])
+                         r["params"], r["dataset"], r["experiment"], r["run_dir"].as_posix(), _gap(r["gap"])])
     return buf.getvalue()
 
 

@@ -70,14 +70,34 @@ def worst_figure(images: np.ndarray, worst: list[WorstImage], class_names, cols:
     for ax in axes:
         ax.axis("off")
     for ax, w in zip(axes, worst):
-        image = images[w.index]
-        if image.shape[-1] == 1:
-            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        else:
-            ax.imshow(image, interpolation="nearest")
+        _show(ax, images[w.index])
         ax.set_title(f"#{w.rank}  (idx {w.index})\ntrue: {class_names[w.true]}\n"
                      f"pred: {class_names[w.pred]}\nP(true) = {_prob(w.true_prob)}", fontsize=9)
     return fig
+
+
+def augmented_figure(originals: np.ndarray, augmented: np.ndarray, description: str, cols: int = 8) -> Figure:
+    """uint8 images before and after augmentation: each row of originals above the same images augmented."""
+    pairs = math.ceil(len(originals) / cols)
+    ncols = min(cols, len(originals))
+    fig = Figure(figsize=(1.4 * ncols, 2.9 * pairs + 0.5), layout="constrained")
+    fig.suptitle(f"Training images before and after augmentation ({description})")
+    axes = fig.subplots(2 * pairs, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (before, after) in enumerate(zip(originals, augmented)):
+        row, col = 2 * (i // cols), i % cols
+        for ax, image, label in ((axes[row, col], before, "original"), (axes[row + 1, col], after, "augmented")):
+            _show(ax, image)
+            ax.set_title(label, fontsize=8)
+    return fig
+
+
+def _show(ax, image: np.ndarray) -> None:
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
 
 
 def _prob(p: float) -> str:

@@ -12,6 +12,7 @@ from lab.machine import describe
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
+AUGMENTED_FIGURE = f"{FIGURES_DIR}/augmented.png"  # written during training by --save-augmented
 HYPER_COLUMNS = ("Batch Size", "Filters", "Kernel Size", "Stride", "Padding", "Loss", "Accuracy", "Time")
 HYPER_KEYS = ("batch_size", "filters", "kernel_size", "stride", "padding")
 WORST_COLUMNS = ("Rank", "Image idx", "Pred. cat.", "Act. cat.", "P(act.)")
@@ -92,6 +93,8 @@ def render_report(results: dict, worst: list[WorstImage], n_test: int, class_nam
              "#### Confusion matrix", "", f'<img src="{figures["confusion_matrix"]}" height="300" />', "", "<br>", "",
              f"#### {min(len(worst), 10) or 10} worst classified images", "",
              *worst_section(worst, n_test, class_names, figures.get("worst10"))]
+    if "augmented" in figures:
+        lines += ["", "<br>", "", "#### Augmented training images", "", f'<img src="{figures["augmented"]}" />']
     return "\n".join(lines) + "\n"
 
 
@@ -114,6 +117,8 @@ def write_run_outputs(run_dir, results: dict, probs: np.ndarray, labels: np.ndar
     else:  # a rewrite of the same run must not leave an older grid behind
         (run_dir / FIGURES_DIR / "worst10.png").unlink(missing_ok=True)
     paths = {name: plots.save_png(fig, run_dir / FIGURES_DIR / f"{name}.png") for name, fig in figures.items()}
+    if (run_dir / AUGMENTED_FIGURE).is_file():
+        paths["augmented"] = run_dir / AUGMENTED_FIGURE
     relative = {name: f"{FIGURES_DIR}/{path.name}" for name, path in paths.items()}
     write_text_atomic(run_dir / REPORT_FILE, render_report(results, worst, len(labels), class_names, relative))
     return paths

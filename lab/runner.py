@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules import load_splits
+from lab.augmentation import check_settings as check_augmentation
 from lab.errors import LabError
 from lab.io import write_bytes_atomic
 from lab.machine import machine_info
@@ -55,6 +56,7 @@ def run_settings(backend: str, settings, resume_dir: Path | None = None) -> Path
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
                          classes=settings.classes)
     model_spec(settings, splits.input_shape, splits.num_classes)  # refuse impossible shapes first
+    check_augmentation(settings, splits.input_shape)
     trainer = importlib.import_module(BACKENDS[backend])
     plan = trainer.configure_devices(settings)
     run_dir = resume_dir or new_run_dir(settings.out, settings.experiment, backend)

@@ -124,11 +124,17 @@ def build_parser(prog: str, description: str) -> LabArgumentParser:
     parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                         help="continue an interrupted run from its last checkpoint: the latest run of this "
                              "experiment, or the run folder given")
-    for f in fields(ExperimentSettings):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _arg_type(f.type)
-        parser.add_argument(flag, type=kind, choices=CHOICES.get(f.name), help=_help(f))
+    add_setting_flags(parser, [f.name for f in fields(ExperimentSettings)])
     return parser
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """A --flag for each setting named, with the setting's type, choices and help."""
+    known = {f.name: f for f in fields(ExperimentSettings)}
+    for name in names:
+        f = known[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=_arg_type(f.type), choices=CHOICES.get(name),
+                            help=_help(f))
 
 
 def _arg_type(annotation):

@@ -6,7 +6,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+BAR_EVERY = 25  # steps between progress-bar loss updates
 
 
 class ImageClassifier(pl.LightningModule):
@@ -19,6 +22,7 @@ class ImageClassifier(pl.LightningModule):
         # Keras' "accuracy" is micro-averaged; torchmetrics defaults to macro.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -29,17 +33,28 @@ class ImageClassifier(pl.LightningModule):
             images = self.augment(images)
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        self.train_acc(logits, labels)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, logger=False)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, logger=False)
+        # Metric updates only: a self.log per step costs more than this small network's step.
+        self.train_loss.update(loss.detach(), len(labels))
+        self.train_acc.update(logits.detach(), labels)
+        if batch_idx % BAR_EVERY == 0:
+            self.log("loss", loss.detach(), prog_bar=True, logger=False)
         return loss
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
-        self.val_acc(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, logger=False, sync_dist=True)
-        self.log("val/acc", self.val_acc, prog_bar=True, logger=False)
+        self.val_loss.update(F.cross_entropy(logits, labels), len(labels))
+        self.val_acc.update(logits, labels)
+
+    def on_validation_epoch_end(self):
+        # Validation closes each training epoch, so the training metrics cover the whole epoch here;
+        # logging them now lets every callback read both at on_train_epoch_end.
+        if self.trainer.sanity_checking:
+            return
+        for name, metric in (("train/loss", self.train_loss), ("train/acc", self.train_acc),
+                             ("val/loss", self.val_loss), ("val/acc", self.val_acc)):
+            self.log(name, metric.compute(), prog_bar=True, logger=False, sync_dist=True)
+            metric.reset()
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -12,12 +12,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from callbacks.lightning_recorder import LightningRecorder
 from datamodules.base import DataSplits
 from datamodules.torch_data import ArraysDataModule
+from lab.augmentation import save_augmented_grid
 from lab.devices import DevicePlan, plan_devices
 from lab.models import model_spec
 from lab.outcome import Outcome
 from lab.recording import RunRecord
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.components import build_network, count_params
+from lightning_modules.components.augment import apply_numpy, build_augment
 
 LAST_CKPT = "last.ckpt"
 
@@ -28,12 +30,15 @@ def build_module(settings, splits: DataSplits, augment=None) -> ImageClassifier:
     return ImageClassifier(net, splits.num_classes, settings.optimizer, settings.lr, augment)
 
 
-def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan) -> Outcome:
+def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
+          extra_callbacks: tuple = ()) -> Outcome:
     pl.seed_everything(settings.seed, workers=True, verbose=False)
-    module = build_module(settings, splits)
+    module = build_module(settings, splits, build_augment(settings))
+    if settings.save_augmented:
+        save_augmented_grid(run_dir, settings, splits, apply_numpy)
     record = RunRecord(run_dir, len(splits.train))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
-    trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, logger))
+    trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, logger, extra_callbacks))
     ckpt = _resume_checkpoint(run_dir) if resume else None
     trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
     return Outcome(
@@ -42,17 +47,21 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
         record=record,
         device=_describe(plan),
         log_images=lambda images: _log_images(logger, images, len(record.history)),
-        log_hparams=lambda hparams, metrics: logger.log_hyperparams(_flat(hparams), metrics),
+        log_hparams=lambda hparams, metrics: _log_hparams(logger, hparams, metrics),
     )
 
 
-def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, logger) -> dict:
+def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, logger,
+                  extra_callbacks: tuple = ()) -> dict:
     checkpoints = run_dir / "checkpoints"
     callbacks = [
         LightningRecorder(record),  # before the checkpoints, so a saved epoch is always recorded
-        ModelCheckpoint(checkpoints, filename="best", monitor="val/acc", mode="max", save_on_train_epoch_end=True),
-        ModelCheckpoint(checkpoints, filename="last", save_on_train_epoch_end=True),
+        # Fixed names, overwritten, never versioned: also when continuing from checkpoints copied from elsewhere.
+        ModelCheckpoint(checkpoints, filename="best", monitor="val/acc", mode="max", save_on_train_epoch_end=True,
+                        enable_version_counter=False),
+        ModelCheckpoint(checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
         RichProgressBar(),
+        *extra_callbacks,
     ]
     return dict(max_epochs=settings.epochs, accelerator=plan.accelerator, devices=plan.devices,
                 precision=plan.precision, logger=logger, callbacks=callbacks, num_sanity_val_steps=0,
@@ -76,6 +85,11 @@ def _log_images(logger: TensorBoardLogger, images: dict[str, np.ndarray], step: 
     for tag, array in images.items():
         logger.experiment.add_image(tag, array, step, dataformats="HWC")
     logger.experiment.flush()
+
+
+def _log_hparams(logger: TensorBoardLogger, hparams: dict, metrics: dict) -> None:
+    logger.log_hyperparams(_flat(hparams), metrics)
+    logger.experiment.flush()  # now, not at exit: a search process trains many runs
 
 
 def _flat(hparams: dict) -> dict:

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Train one model without and with augmentation on each backend, then compare the runs.
+
+    python augment_compare.py --dataset folder --data-dir /work/shared/data/cifar10-jpg.tar.gz --epochs 15
+
+Runs go to OUT/<experiment>-noaug/<backend>/version_N and OUT/<experiment>-aug/<backend>/version_N; the
+comparison (accuracy, time, train-validation gap, overlaid validation curves) to OUT/comparisons/<experiment>-augment.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lab.compare import compare_runs, run_row
+from lab.errors import LabError
+from lab.settings import CHOICES, HELP, LabArgumentParser, load_yaml, make_settings, parse_bool
+
+# The training settings this tool takes as flags (others through --config), with their types.
+PASSED = {"dataset": str, "data_dir": str, "model": str, "epochs": int, "batch_size": int, "width": int,
+          "depth": int, "dense_units": int, "dropout": float, "optimizer": str, "lr": float, "seed": int,
+          "flip": parse_bool, "crop_pad": int, "rotate": float, "color_jitter": float, "cutout": int,
+          "save_augmented": parse_bool, "accelerator": str, "gpus": int, "devices": str, "precision": str}
+TOOL_DEFAULTS = {"model": "cifar_cnn", "flip": True, "crop_pad": 4}
+AUGMENTATION_OFF = {"flip": False, "crop_pad": 0, "rotate": 0.0, "color_jitter": 0.0, "cutout": 0,
+                    "save_augmented": False}
+BACKEND_NAMES = ("lightning", "keras")
+
+
+def build_parser() -> LabArgumentParser:
+    from lab.settings import ExperimentSettings
+
+    parser = LabArgumentParser(prog="augment_compare.py", description=__doc__.splitlines()[0],
+                               argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML file of further training settings, e.g. 'width: 16' "
+                                         "(flags given on the command line win)")
+    defaults = ExperimentSettings()
+    for name, kind in PASSED.items():
+        default = TOOL_DEFAULTS.get(name, getattr(defaults, name))
+        text = HELP[name] + ("" if default is None else f" (default: {default})")
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, choices=CHOICES.get(name), help=text)
+    parser.add_argument("--backends", default="lightning,keras",
+                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
+    parser.add_argument("--out", default="runs/augment", help="root folder of the runs and the comparison "
+                                                              "(default: runs/augment)")
+    parser.add_argument("--name", help="experiment name (default: <model>-<dataset>); the runs add -noaug and -aug")
+    return parser
+
+
+def plan(args) -> tuple[list[str], str, list]:
+    """The backends, the experiment name, and the settings without and with augmentation (LabError if they
+    cannot work)."""
+    from lab.augmentation import AugmentSpec
+
+    given = {k: v for k, v in vars(args).items() if k in PASSED}
+    values = {**TOOL_DEFAULTS, **(load_yaml(args.config) if getattr(args, "config", None) else {}), **given}
+    values.update(out=args.out, name=getattr(args, "name", None))
+    base = make_settings(values)
+    if not AugmentSpec.from_settings(base).active:
+        raise LabError("no augmentation is selected, so there is nothing to compare; "
+                       "give e.g. --flip true --crop-pad 4.")
+    without = make_settings({**base.to_dict(), **AUGMENTATION_OFF, "name": f"{base.experiment}-noaug"})
+    with_aug = make_settings({**base.to_dict(), "name": f"{base.experiment}-aug"})
+    return _backends(args.backends), base.experiment, [without, with_aug]
+
+
+def _backends(text: str) -> list[str]:
+    backends = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKEND_NAMES]
+    if unknown or not backends:
+        raise LabError(f"--backends must list lightning and/or keras, got {text!r}.")
+    return list(dict.fromkeys(backends))
+
+
+def check_shapes(settings) -> None:
+    """Refuse impossible model or augmentation shapes before the first run starts."""
+    from datamodules import load_splits
+    from lab.augmentation import check_settings
+    from lab.models import model_spec
+
+    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
+                         classes=settings.classes)
+    model_spec(settings, splits.input_shape, splits.num_classes)
+    check_settings(settings, splits.input_shape)
+
+
+def run_all(backends: list[str], settings_pair: list) -> list[Path]:
+    from lab.runner import run_settings
+
+    if "lightning" in backends:
+        import lightning_modules.training  # noqa: F401  torch before TensorFlow: the other order can crash
+    return [run_settings(backend, settings) for settings in settings_pair for backend in backends]
+
+
+def summary(run_dirs: list[Path]) -> str:
+    from lab.results import load_results
+
+    lines = [f"{'run':34s} {'test acc':>9s} {'time':>9s} {'train-val gap':>14s}"]
+    for run_dir in run_dirs:
+        row = run_row(run_dir, load_results(run_dir))
+        gap = "-" if row["gap"] is None else f"{row['gap']:+.2f} pp"
+        lines.append(f"{row['experiment'] + ' / ' + row['backend']:34s} {row['accuracy']:8.2f}% "
+                     f"{row['time_s']:8.1f}s {gap:>14s}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        backends, experiment, settings_pair = plan(args)
+        check_shapes(settings_pair[1])
+        run_dirs = run_all(backends, settings_pair)
+        written = compare_runs(run_dirs, Path(args.out) / "comparisons" / f"{experiment}-augment")
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: the finished runs are kept; run the command again to redo the comparison.",
+              file=sys.stderr)
+        return 130
+    print("\n" + summary(run_dirs))
+    print(f"\ncomparison: {written['markdown']}\ncurves:     {written['curves']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The search engine both backends share: keras-tuner's oracles and a Tuner whose trials are lab runs.
+
+A trial's hyperparameters become ExperimentSettings (lab.search_space), which the backend's own
+`train()` trains in OUT/<name>/<backend>/tuning/trial_<id>: the same checkpoints, record.json and
+TensorBoard tags as a normal run, plus the trial's HParams. A backend subclass only says how to train.
+
+Import this after the backend: torch (Lightning) must be imported before TensorFlow, which
+keras-tuner imports.
+"""
+from __future__ import annotations
+
+import shutil
+from functools import partial
+from pathlib import Path
+
+import keras_tuner as kt
+
+from lab.errors import LabError
+from lab.outcome import Outcome
+from lab.recording import RECORD_FILE
+from lab.rundirs import SETTINGS_FILE, load_settings, save_settings
+from lab.search_space import Constraint, SearchSpace, define, overrides_of, trial_settings
+from lab.tuning_results import METRICS, OBJECTIVE, trial_metrics, trial_row, write_csv
+
+PROJECT = "tuning"  # OUT/<name>/<backend>/tuning holds keras-tuner's state and the trial folders
+CHECKPOINTS = "checkpoints"
+KT_TRIAL_FILE = "trial.json"
+
+
+class _Feasible:
+    """Oracle mixin: configurations that cannot be built for the input are never proposed.
+
+    Random sampling (random search, Hyperband's new trials, Bayesian's first points) treats them as
+    already tried and draws again; a Bayesian proposal that cannot be built is replaced by a random one.
+    """
+
+    constraint: Constraint
+
+    def _duplicate(self, values):
+        return super()._duplicate(values) or not self.constraint.fits(values)
+
+    def populate_space(self, trial_id):
+        response = super().populate_space(trial_id)
+        values = response.get("values")
+        if values and not self.constraint.fits(values):
+            values = self._random_values()
+            response = {"status": "RUNNING" if values else "STOPPED", "values": values}
+        return response
+
+
+class RandomOracle(_Feasible, kt.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOracle(_Feasible, kt.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(_Feasible, kt.oracles.HyperbandOracle):
+    pass
+
+
+def make_oracle(kind: str, constraint: Constraint, max_trials: int, max_epochs: int, seed: int,
+                factor: int = 3) -> kt.Oracle:
+    objective = kt.Objective(OBJECTIVE, direction="max")
+    common = dict(objective=objective, seed=seed + 1)  # keras-tuner takes seed 0 for "no seed"
+    if kind == "hyperband":
+        oracle = HyperbandOracle(max_epochs=max_epochs, factor=factor, hyperband_iterations=1, **common)
+        oracle.max_trials = max_trials  # a cap on the trials of its brackets
+    elif kind == "bayesian":
+        # keras-tuner's default, 3 random points per hyperparameter, would leave nothing to model in most searches
+        oracle = BayesianOracle(max_trials=max_trials, num_initial_points=max(2, max_trials // 3), **common)
+    else:
+        oracle = RandomOracle(max_trials=max_trials, **common)
+    oracle.constraint = constraint
+    oracle._max_collisions = 500  # draws refused as unbuildable count as collisions too
+    return oracle
+
+
+class LabTuner(kt.Tuner):
+    """Runs each trial as a lab run of the backend; subclasses implement fit_trial."""
+
+    backend = ""
+
+    def __init__(self, oracle: kt.Oracle, space: SearchSpace, base, splits, plan, patience: int,
+                 directory: Path, overwrite: bool):
+        self.space, self.base, self.splits, self.plan, self.patience = space, base, splits, plan, patience
+        self.trials_run = 0
+        super().__init__(oracle, hypermodel=partial(define, space=space), directory=str(directory),
+                         project_name=PROJECT, overwrite=overwrite)
+
+    def fit_trial(self, settings, trial_dir: Path, resume: bool) -> Outcome:
+        """Train settings.epochs epochs in trial_dir with early stopping on val/acc after `self.patience`
+        epochs without progress, continuing from trial_dir/checkpoints when resume is true."""
+        raise NotImplementedError
+
+    def run_trial(self, trial, *args, **kwargs) -> dict:
+        values = trial.hyperparameters.values
+        problem = self.oracle.constraint.problem(values)
+        if problem:  # the oracle does not propose these; a guard for edited state files
+            raise kt.errors.FailedTrialError(f"this configuration cannot be built: {problem}")
+        settings = trial_settings(self.base, overrides_of(values), epochs=values.get("tuner/epochs", self.base.epochs))
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        parent = values.get("tuner/trial_id")
+        resume = _prepare(trial_dir, settings.to_dict(), Path(self.get_trial_dir(parent)) if parent else None)
+        self.trials_run += 1
+        outcome = self.fit_trial(settings, trial_dir, resume)
+        metrics = trial_metrics(_history(trial_dir), values.get("tuner/initial_epoch", 0), outcome.params.total)
+        outcome.log_hparams(overrides_of(values), {f"hp/{name}": metrics[name] for name in METRICS})
+        return metrics
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        self.write_csv()
+
+    def rows(self) -> list[dict]:
+        return [trial_row(self.oracle.trials[trial_id], self.backend) for trial_id in self.oracle.start_order]
+
+    def write_csv(self) -> Path:
+        return write_csv(self.rows(), Path(self.project_dir))
+
+    def search_until_done(self) -> None:
+        """The search, with keras-tuner's abort after consecutive failures as a LabError."""
+        try:
+            self.search()
+        except RuntimeError as e:
+            if "consecutive failures" not in str(e):
+                raise
+            self.write_csv()
+            last = str(e).strip().splitlines()[-1]
+            raise LabError(f"the search stopped after {self.oracle.max_consecutive_failed_trials} failed trials "
+                           f"in a row, the last with: {last}; see {Path(self.project_dir) / 'trials.csv'}.") from None
+
+
+def _prepare(trial_dir: Path, settings: dict, parent_dir: Path | None) -> bool:
+    """Whether the trial continues from checkpoints: its own, when an interrupted trial runs again, or a
+    copy of its parent's, when Hyperband trains a configuration further (from tuner/initial_epoch)."""
+    own = trial_dir / CHECKPOINTS
+    if own.is_dir() and (trial_dir / SETTINGS_FILE).exists() and load_settings(trial_dir) == settings:
+        return True
+    for stale in trial_dir.iterdir():  # a start afresh: only keras-tuner's own trial file stays
+        if stale.name != KT_TRIAL_FILE:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    resume = parent_dir is not None and (parent_dir / CHECKPOINTS).is_dir()
+    if resume:
+        shutil.copytree(parent_dir / CHECKPOINTS, own)
+        shutil.copy2(parent_dir / RECORD_FILE, trial_dir / RECORD_FILE)
+    save_settings(trial_dir, settings)
+    return resume
+
+
+def _history(trial_dir: Path) -> list[dict]:
+    import json
+
+    return json.loads((trial_dir / RECORD_FILE).read_text())["history"]

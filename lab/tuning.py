@@ -1,0 +1,206 @@
+"""A hyperparameter search for either backend, start to finish.
+
+The search (keras-tuner, resumable: a finished trial is never run again), then trials.csv and the
+best-trials summary, then the best configuration retrained as a normal run next to `first_cnn`
+trained as long, and the two compared. Everything goes under OUT/<name>/<backend>/:
+tuning/ (the search and one TensorBoard run per trial) and comparison/; the two runs are the
+experiments <name>-best and <name>-first_cnn.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datamodules import load_splits
+from lab.errors import LabError
+from lab.io import write_json_atomic, write_text_atomic
+from lab.search_space import Constraint, SearchSpace, overrides_of, trial_settings
+from lab.settings import ExperimentSettings, make_settings
+from lab.tuning_results import SUMMARY_FILE, best_rows, print_best, summary_markdown
+
+TUNERS = ("random", "hyperband", "bayesian")
+TUNER_CLASSES = {"lightning": ("lightning_modules.tuning", "LightningTuner"),
+                 "keras": ("keras_models.tuning", "KerasTuner")}
+PROJECT = "tuning"  # as lab.search_engine.PROJECT, which imports keras-tuner
+SEARCH_FILE, FINAL_FILE = "search.json", "final.json"
+BASELINE = "first_cnn"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    backend: str = "keras"
+    tuner: str = "random"
+    max_trials: int = 10
+    max_epochs: int = 10
+    patience: int = 3
+    epochs: int | None = None  # of the retrained best and of first_cnn; None: max_epochs
+    max_params: int | None = 2_000_000
+    space: SearchSpace = field(default_factory=SearchSpace)
+    overwrite: bool = False
+    retrain: bool = True
+    top: int = 5
+
+    @property
+    def final_epochs(self) -> int:
+        return self.epochs or self.max_epochs
+
+
+@dataclass
+class SearchOutcome:
+    folder: Path
+    trials_run: int
+    rows: list[dict]
+    best_run: Path | None = None
+    baseline_run: Path | None = None
+    comparison: Path | None = None
+
+
+def search_name(base: ExperimentSettings) -> str:
+    return base.name or f"tune-{base.dataset}"
+
+
+def search_folder(base: ExperimentSettings, backend: str) -> Path:
+    return Path(base.out) / search_name(base) / backend / PROJECT
+
+
+def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
+    """Search (or continue the search in the same folder), summarise, retrain the best, compare."""
+    check_options(opts)
+    base = make_settings({**base.to_dict(), "model": "cnn", "epochs": opts.max_epochs})
+    folder = search_folder(base, opts.backend)
+    definition = _definition(base, opts)
+    if not opts.overwrite:
+        _check_same_search(folder, definition)
+    splits = load_splits(base.dataset, base.data_dir, base.seed, base.val_fraction, classes=base.classes)
+    constraint = Constraint(splits.input_shape, splits.num_classes, opts.max_params)
+    constraint.check_space(opts.space)
+    tuner = _make_tuner(base, opts, splits, constraint, folder)
+    write_json_atomic(folder / SEARCH_FILE, definition)
+    tuner.search_until_done()
+    rows = tuner.rows()
+    tuner.write_csv()
+    _announce(tuner.trials_run, rows, folder, opts)
+    outcome = SearchOutcome(folder, tuner.trials_run, rows)
+    if not best_rows(rows, 1):
+        raise LabError(f"no trial of the search finished; see why in {folder / 'trials.csv'} (column message).")
+    print_best(rows, opts.top, f"{opts.backend}: the best trials by validation accuracy")
+    _write_summary(folder, base, opts, rows, [])
+    if opts.retrain:
+        _retrain(base, opts, outcome)
+    print(f"summary: {folder / SUMMARY_FILE}\nTensorBoard: tensorboard --logdir {folder.parents[1]}")
+    return outcome
+
+
+def check_options(opts: SearchOptions) -> None:
+    if opts.tuner not in TUNERS:
+        raise LabError(f"tuner must be one of {', '.join(TUNERS)}, got {opts.tuner!r}.")
+    if opts.backend not in TUNER_CLASSES:
+        raise LabError(f"backend must be one of {', '.join(TUNER_CLASSES)}, got {opts.backend!r}.")
+    for name in ("max_trials", "max_epochs", "patience", "epochs", "max_params", "top"):
+        value = getattr(opts, name)
+        if value is not None and value < 1:
+            raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}.")
+
+
+def _definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
+    """What makes a search the same search (--max-trials may grow; retraining may change)."""
+    keep = ("dataset", "data_dir", "classes", "seed", "val_fraction")
+    definition = {"backend": opts.backend, "tuner": opts.tuner, **{k: getattr(base, k) for k in keep},
+                  "max_epochs": opts.max_epochs, "patience": opts.patience, "max_params": opts.max_params,
+                  "space": opts.space.to_dict()}
+    return json.loads(json.dumps(definition))
+
+
+def _check_same_search(folder: Path, definition: dict) -> None:
+    path = folder / SEARCH_FILE
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    changed = [f"{k} {json.dumps(saved.get(k))} there, {json.dumps(v)} now" for k, v in definition.items()
+               if saved.get(k) != v]
+    if changed:
+        raise LabError(f"{folder} holds a search with other settings ({'; '.join(changed)}); run it with its "
+                       "own flags to continue it, add --overwrite to start afresh, or choose another --name.")
+
+
+def _make_tuner(base, opts: SearchOptions, splits, constraint: Constraint, folder: Path):
+    from lab.runner import BACKENDS
+
+    module, name = TUNER_CLASSES[opts.backend]
+    tuner_class = getattr(importlib.import_module(module), name)  # the backend before keras-tuner
+    from lab.search_engine import make_oracle
+
+    plan = importlib.import_module(BACKENDS[opts.backend]).configure_devices(base)
+    oracle = make_oracle(opts.tuner, constraint, opts.max_trials, opts.max_epochs, base.seed)
+    return tuner_class(oracle, opts.space, base, splits, plan, opts.patience, folder.parent, opts.overwrite)
+
+
+def _announce(trials_run: int, rows: list[dict], folder: Path, opts: SearchOptions) -> None:
+    if trials_run == 0 and rows:
+        print(f"\nThe search in {folder} had already finished ({len(rows)} trials); its results follow. "
+              "Raise --max-trials to run more trials, or add --overwrite to start afresh.")
+    else:
+        print(f"\nSearch finished: {trials_run} trial(s) run now, {len(rows)} in all; every trial: "
+              f"{folder / 'trials.csv'}")
+    if len(rows) < opts.max_trials and opts.tuner != "hyperband":
+        print(f"keras-tuner found no untried configuration after {len(rows)} trials: the space is exhausted.")
+
+
+def _retrain(base: ExperimentSettings, opts: SearchOptions, outcome: SearchOutcome) -> None:
+    from lab.compare import compare_runs
+
+    best = best_rows(outcome.rows, 1)[0]
+    name, epochs = search_name(base), opts.final_epochs
+    tuned = trial_settings(base, overrides_of(best), epochs=epochs, name=f"{name}-best")
+    baseline = make_settings({**base.to_dict(), "model": BASELINE, "epochs": epochs, "name": f"{name}-{BASELINE}"})
+    print(f"\nRetraining the best configuration (trial {best['trial']}) and {BASELINE}, {epochs} epochs each.")
+    outcome.best_run = _run_or_reuse("best", opts.backend, tuned, outcome.folder)
+    outcome.baseline_run = _run_or_reuse(BASELINE, opts.backend, baseline, outcome.folder)
+    written = compare_runs([outcome.best_run, outcome.baseline_run], outcome.folder.parent / "comparison")
+    outcome.comparison = written["markdown"]
+    lines = _retrain_lines(best, outcome, opts)
+    print("\n" + "\n".join(lines))
+    _write_summary(outcome.folder, base, opts, outcome.rows, lines)
+
+
+def _run_or_reuse(key: str, backend: str, settings: ExperimentSettings, folder: Path) -> Path:
+    """The run of these settings: trained now, or the one a previous call of this search finished."""
+    from lab.results import RESULTS_FILE
+    from lab.runner import run_settings
+
+    final_path = folder / FINAL_FILE
+    final = json.loads(final_path.read_text()) if final_path.exists() else {}
+    wanted = json.loads(json.dumps(settings.to_dict()))
+    done = final.get(key, {})
+    if done.get("settings") == wanted and (Path(done["run"]) / RESULTS_FILE).is_file():
+        print(f"{settings.experiment}: already trained in {done['run']}")
+        return Path(done["run"])
+    run_dir = run_settings(backend, settings)
+    final[key] = {"settings": wanted, "run": str(run_dir)}
+    write_json_atomic(final_path, final)
+    return run_dir
+
+
+def _retrain_lines(best: dict, outcome: SearchOutcome, opts: SearchOptions) -> list[str]:
+    from lab.results import load_results
+
+    tuned = load_results(outcome.best_run)["test"]["accuracy"]
+    baseline = load_results(outcome.baseline_run)["test"]["accuracy"]
+    table = outcome.comparison.read_text().split("\n", 2)[-1].strip()
+    return ["## Retrained", "",
+            f"The best trial ({best['trial']}, validation accuracy {best['val_acc']:.2%}) retrained for "
+            f"{opts.final_epochs} epochs reaches a test accuracy of {tuned:.2%}; {BASELINE} trained as long reaches "
+            f"{baseline:.2%}: {100 * (tuned - baseline):+.2f} points.", "", table, "",
+            f"Runs: {outcome.best_run} and {outcome.baseline_run}; comparison: {outcome.comparison}."]
+
+
+def _write_summary(folder: Path, base: ExperimentSettings, opts: SearchOptions, rows: list[dict],
+                   footer: list[str]) -> Path:
+    header = [f"# Search {search_name(base)} ({opts.backend})", "",
+              f"{opts.tuner} search with keras-tuner on {base.dataset} (seed {base.seed}): at most {opts.max_trials} "
+              f"trials of up to {opts.max_epochs} epochs, early stopping after {opts.patience} epochs without "
+              f"progress in validation accuracy, models up to {f'{opts.max_params:,}' if opts.max_params else 'any number of'} parameters.", "",
+              f"Search space (model cnn): {opts.space.describe()}."]
+    return write_text_atomic(folder / SUMMARY_FILE, summary_markdown(rows, opts.top, header, footer))

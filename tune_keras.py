@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Search the hyperparameters of a CNN with keras-tuner; trials train with Keras, or with PyTorch Lightning
+under --backend lightning (what tune_lightning.py does). See --help."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lab.errors import LabError
+from lab.search_space import HELP as SPACE_HELP
+from lab.search_space import NAMES as SPACE_NAMES
+from lab.search_space import SearchSpace, parse_space
+from lab.settings import LabArgumentParser, add_setting_flags, make_settings
+from lab.tuning import TUNER_CLASSES, TUNERS, SearchOptions, run_search
+
+SETTINGS = ("dataset", "data_dir", "classes", "seed", "val_fraction", "out", "accelerator", "gpus", "devices",
+            "precision")
+DEFAULTS = SearchOptions()
+
+
+def build_parser(prog: str, backend: str) -> LabArgumentParser:
+    parser = LabArgumentParser(prog=prog, argument_default=argparse.SUPPRESS, description=(
+        "Search the cnn model's hyperparameters with keras-tuner, then retrain the best configuration as a "
+        "normal run and compare it with first_cnn trained as long. A stopped search continues where it left "
+        "off when the same command runs again. Outputs: OUT/NAME/BACKEND/tuning (trials.csv, summary.md, one "
+        "TensorBoard run per trial), OUT/NAME-best and OUT/NAME-first_cnn (the runs), OUT/NAME/BACKEND/comparison."))
+    search = parser.add_argument_group("search")
+    search.add_argument("--backend", choices=tuple(TUNER_CLASSES), default=backend,
+                        help=f"framework that trains the trials (default: {backend})")
+    search.add_argument("--tuner", choices=TUNERS, default=DEFAULTS.tuner,
+                        help=f"search algorithm: {', '.join(TUNERS)} (default: {DEFAULTS.tuner})")
+    search.add_argument("--max-trials", type=int, default=DEFAULTS.max_trials,
+                        help=f"number of trials; for hyperband, a cap on its trials (default: {DEFAULTS.max_trials})")
+    search.add_argument("--max-epochs", type=int, default=DEFAULTS.max_epochs,
+                        help=f"epochs of a trial at most; hyperband's largest budget (default: {DEFAULTS.max_epochs})")
+    search.add_argument("--patience", type=int, default=DEFAULTS.patience,
+                        help="early stopping: a trial ends after this many epochs without a better validation "
+                             f"accuracy (default: {DEFAULTS.patience})")
+    search.add_argument("--max-params", type=int, default=DEFAULTS.max_params,
+                        help=f"leave out models with more parameters (default: {DEFAULTS.max_params:,})")
+    search.add_argument("--epochs", type=int, default=None,
+                        help="epochs of the retrained best configuration and of first_cnn (default: --max-epochs)")
+    search.add_argument("--no-retrain", dest="retrain", action="store_false", default=True,
+                        help="stop after the search: no retraining, no comparison")
+    search.add_argument("--top", type=int, default=DEFAULTS.top,
+                        help=f"number of best trials in the summary (default: {DEFAULTS.top})")
+    search.add_argument("--overwrite", action="store_true", default=False,
+                        help="delete this search's trials and start afresh instead of continuing it")
+    space = parser.add_argument_group("search space (each flag narrows or widens one setting)")
+    for name in SPACE_NAMES:
+        shown = SearchSpace().text(name)
+        space.add_argument("--" + name.replace("_", "-"), metavar="MIN-MAX" if name == "blocks" else "LIST",
+                           help=f"{SPACE_HELP[name]} (default: {shown})")
+    data = parser.add_argument_group("data, output and devices")
+    add_setting_flags(data, list(SETTINGS))
+    data.add_argument("--name", help="name of the search (default: tune-<dataset>)")
+    return parser
+
+
+def options(args: argparse.Namespace) -> tuple:
+    """The base settings (data, output, devices) and the search options the flags give."""
+    given = vars(args)
+    base = make_settings({k: v for k, v in given.items() if k in SETTINGS or k == "name"})
+    space = parse_space({k: v for k, v in given.items() if k in SPACE_NAMES})
+    keys = ("backend", "tuner", "max_trials", "max_epochs", "patience", "epochs", "max_params", "overwrite",
+            "retrain", "top")
+    return base, SearchOptions(space=space, **{k: given[k] for k in keys})
+
+
+def main(argv: list[str] | None = None, backend: str = "keras") -> int:
+    prog = "tune_lightning.py" if backend == "lightning" else "tune_keras.py"
+    args = build_parser(prog, backend).parse_args(argv)
+    try:
+        run_search(*options(args))
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: the finished trials are saved; run the same command to continue the search.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -64,17 +64,23 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
 
 
 def configure_devices(settings) -> DevicePlan:
-    plan = plan_devices(settings, len(tf.config.list_physical_devices("GPU")))
+    gpus = tf.config.list_physical_devices("GPU")
+    plan = plan_devices(settings, len(gpus))
+    _configure_gpus(gpus, hide=plan.accelerator == "cpu")
     if plan.accelerator == "cpu":
-        _hide_gpus()
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
     return plan
 
 
-def _hide_gpus() -> None:
+def _configure_gpus(gpus: list, hide: bool) -> None:
+    """Hide the GPUs for a CPU run; else let TensorFlow take GPU memory as it needs it, not all at
+    once, so that PyTorch can share the GPU in the same process (run_lab.py, the benchmarks)."""
     try:
-        tf.config.set_visible_devices([], "GPU")
+        if hide:
+            tf.config.set_visible_devices([], "GPU")
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:  # TensorFlow already started in this process; its devices are fixed
         pass
 

@@ -87,15 +87,25 @@ def render_report(results: dict, worst: list[WorstImage], n_test: int, class_nam
     """report.md text; figures maps a figure name to its path relative to the run folder."""
     lines = [f"# {results['experiment']} ({results['backend']})", "",
              f"Machine: {describe(results['machine'])}", "",
-             "#### Hyperparameters & Results", "", hyperparameters_table(results), "",
+             *run_sections(results, worst, n_test, class_names, figures)]
+    return "\n".join(lines) + "\n"
+
+
+def run_sections(results: dict, worst: list[WorstImage], n_test: int, class_names, figures: dict[str, str],
+                 heading: str = "####") -> list[str]:
+    """The body of a run's report: results table, curves, confusion matrix, worst images (and augmented
+    images); figures maps a figure name to its path relative to where the text will be."""
+    lines = [f"{heading} Hyperparameters & Results", "", hyperparameters_table(results), "",
              *summary_lines(results), "", "<br>", "",
-             "#### Loss and Accuracy Plot", "", f'<img src="{figures["curves"]}" height="300" />', "", "<br>", "",
-             "#### Confusion matrix", "", f'<img src="{figures["confusion_matrix"]}" height="300" />', "", "<br>", "",
-             f"#### {min(len(worst), 10) or 10} worst classified images", "",
+             f"{heading} Loss and Accuracy Plot", "", f'<img src="{figures["curves"]}" height="300" />', "",
+             "<br>", "",
+             f"{heading} Confusion matrix", "", f'<img src="{figures["confusion_matrix"]}" height="300" />', "",
+             "<br>", "",
+             f"{heading} {min(len(worst), 10) or 10} worst classified images", "",
              *worst_section(worst, n_test, class_names, figures.get("worst10"))]
     if "augmented" in figures:
-        lines += ["", "<br>", "", "#### Augmented training images", "", f'<img src="{figures["augmented"]}" />']
-    return "\n".join(lines) + "\n"
+        lines += ["", "<br>", "", f"{heading} Augmented training images", "", f'<img src="{figures["augmented"]}" />']
+    return lines
 
 
 def write_run_outputs(run_dir, results: dict, probs: np.ndarray, labels: np.ndarray, images: np.ndarray,

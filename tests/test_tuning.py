@@ -112,12 +112,12 @@ def test_trial_metrics_count_only_the_trials_own_epochs():
 
 
 def _tags(run_dir: Path) -> set[str]:
-    """Scalar tags, and the HParams plugin's tags (written as tensors by Keras, as plugin data by torch)."""
+    """Scalar tags (tensors, when Keras writes them) and the HParams plugin's tags."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
-    return set(acc.Tags()["scalars"]) | set(acc.PluginTagToContent("hparams"))
+    return set(acc.Tags()["scalars"]) | set(acc.Tags()["tensors"]) | set(acc.PluginTagToContent("hparams"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

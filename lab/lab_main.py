@@ -1,0 +1,110 @@
+"""run_lab.py: every section of the lab, on both backends, into one report; finished work is reused."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from datamodules import load_splits
+from lab.errors import LabError
+from lab.io import write_text_atomic
+from lab.lab_plan import PRESETS, SECTIONS, experiments, parse_sections
+from lab.lab_report import BACKEND_TITLES, header, section_heading
+from lab.lab_runs import ensure_run
+from lab.lab_sections import RENDERERS
+from lab.lab_versus import versus_part
+from lab.machine import machine_info
+from lab.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
+
+REPORT_NAME = "lab-report.md"
+BACKENDS = ("keras", "lightning")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = LabArgumentParser(prog="run_lab.py", description="Run the lab's sections on Keras and PyTorch Lightning "
+                          "and write one Markdown report (OUT/lab-report.md). Finished experiments are reused.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="quick: few epochs and small searches, minutes on a CPU; full: the lab's settings")
+    p.add_argument("--sections", default="all",
+                   help=f"sections to run: 'all' or numbers/names, e.g. 1,2 ({', '.join(f'{k}={v}' for k, v in SECTIONS.items())})")
+    p.add_argument("--mnist-dataset", default="mnist", help="dataset for section 1 (e.g. fashion_mnist, digits)")
+    p.add_argument("--cifar-dataset", default="cifar10", help="dataset for sections 2-4 (e.g. folder)")
+    p.add_argument("--data-dir", help="data folder or archive for both datasets, unless given apart below")
+    p.add_argument("--mnist-data-dir", help="data folder for the MNIST-like dataset")
+    p.add_argument("--cifar-data-dir", help="data folder or archive for the CIFAR-like dataset")
+    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated: keras, lightning")
+    p.add_argument("--out", default="runs/lab", help="folder of the lab's runs and report (default runs/lab)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every run")
+    p.add_argument("--rerun", action="store_true", help="run every experiment again instead of reusing it")
+    p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="auto, cpu or gpu, for both backends")
+    p.add_argument("--gpus", type=int, help="number of GPUs for both backends; 0 means the CPU")
+    p.add_argument("--devices", default="auto", help="'auto', a count, or GPU indices like 0,1")
+    p.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision for both backends")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run_lab(args)
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to continue where the lab stopped.", file=sys.stderr)
+        return 130
+    print(f"\nlab report: {report}")
+    return 0
+
+
+def run_lab(args) -> Path:
+    sections, backends = parse_sections(args.sections), _backends(args.backends)
+    preset = PRESETS[args.preset]
+    data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
+            "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir}}
+    data_lines = _check_data(data, sections)
+    common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
+              "devices": args.devices, "precision": args.precision}
+    runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
+    for section in sections:
+        for exp in experiments(section, preset, data["mnist"], data["cifar"]):
+            settings = make_settings({**exp.settings, **common, "name": f"{exp.key}-{exp.settings['dataset']}"})
+            for backend in backends:
+                run_dir, what = ensure_run(backend, settings, args.rerun)
+                print(f"[{section}] {exp.label} on {backend}: {what} -> {run_dir}", flush=True)
+                runs[backend].setdefault(section, {})[exp.key] = run_dir
+    return write_report(Path(args.out), args.preset, sections, runs, data_lines)
+
+
+def write_report(out: Path, preset: str, sections: list[str], runs, data_lines: list[str]) -> Path:
+    lines = header(machine_info(), preset, data_lines)
+    for backend in runs:
+        lines += [f"# {BACKEND_TITLES[backend]}", ""]
+        for number, section in enumerate(SECTIONS.values(), start=1):
+            if section in sections:
+                lines += [section_heading(number, section), "", *RENDERERS[section](backend, runs[backend][section], out),
+                          "", "<br><br>", ""]
+    if len(runs) == 2:
+        lines += versus_part(runs, sections, out)
+    return write_text_atomic(out / REPORT_NAME, "\n".join(lines) + "\n")
+
+
+def _backends(text: str) -> list[str]:
+    chosen = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in chosen if b not in BACKENDS]
+    if bad or not chosen:
+        raise LabError(f"--backends takes keras and/or lightning, comma-separated; got {text!r}.")
+    return [b for b in BACKENDS if b in chosen]
+
+
+def _check_data(data: dict, sections: list[str]) -> list[str]:
+    """Load each dataset the sections need once, up front, so a missing one fails before any training."""
+    needed = {"mnist"} if "mnist" in sections else set()
+    needed |= {"cifar"} if set(sections) - {"mnist"} else set()
+    lines = []
+    for part in sorted(needed):
+        splits = load_splits(data[part]["dataset"], data[part]["data_dir"])
+        lines.append(f"- {'Section 1' if part == 'mnist' else 'Sections 2-4'}: `{splits.name}` from "
+                     f"{splits.source} ({len(splits.train):,} train, {len(splits.val):,} validation, "
+                     f"{len(splits.test):,} test images, {splits.num_classes} classes)")
+    return lines

@@ -104,13 +104,18 @@ def summary(run_dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
+    """Parse the flags, train the runs, write the comparison: (run folders, compare_runs' answer)."""
     args = build_parser().parse_args(argv)
+    backends, experiment, settings_pair = plan(args)
+    check_shapes(settings_pair[1])
+    run_dirs = run_all(backends, settings_pair)
+    return run_dirs, compare_runs(run_dirs, Path(args.out) / "comparisons" / f"{experiment}-augment")
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        backends, experiment, settings_pair = plan(args)
-        check_shapes(settings_pair[1])
-        run_dirs = run_all(backends, settings_pair)
-        written = compare_runs(run_dirs, Path(args.out) / "comparisons" / f"{experiment}-augment")
+        run_dirs, written = compare(argv)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

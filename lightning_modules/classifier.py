@@ -15,6 +15,7 @@ BAR_EVERY = 25  # steps between progress-bar loss updates
 class ImageClassifier(pl.LightningModule):
     def __init__(self, net: nn.Module, num_classes: int, optimizer: str = "adam", lr: float = 1e-3,
                  augment: nn.Module | None = None):
+        """augment(uint8 images, global batch index) -> augmented uint8 images, on training batches only."""
         super().__init__()
         self.save_hyperparameters(ignore=["net", "augment"])
         self.net = net
@@ -30,7 +31,7 @@ class ImageClassifier(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         images, labels = batch
         if self.augment is not None:
-            images = self.augment(images)
+            images = self.augment(images, self.global_step)
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         # Metric updates only: a self.log per step costs more than this small network's step.

@@ -42,25 +42,29 @@ def test_parameter_counts_equal_in_real_runs(tmp_path):
     assert counts["lightning"] == counts["keras"]
 
 
-def _scalars(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def _events(run_dir):
+    """{tag: (plugin, [steps])} over every event file of the run."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
-    acc.Reload()
-    tags = acc.Tags()
-    found = {t: [e.step for e in acc.Scalars(t)] for t in tags["scalars"]}
-    found.update({t: [e.step for e in acc.Tensors(t)] for t in tags["tensors"]})
-    return found, tags
+    found = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                plugin, steps = found.setdefault(value.tag, (value.metadata.plugin_data.plugin_name, []))
+                steps.append(event.step)
+    return found
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tensorboard_holds_the_shared_tags_per_epoch(backend, tmp_path):
     run_dir, _ = _run(backend, tmp_path)
-    scalars, tags = _scalars(run_dir)
+    events = _events(run_dir)
     for tag in EPOCH_TAGS:
-        assert scalars.get(tag) == [1, 2], (tag, sorted(scalars))
-    images = tags["images"] or [t for t in tags["tensors"] if t.startswith("figures/")]
-    assert any("curves" in t for t in images) and any("confusion" in t for t in images)
+        assert events[tag][1] == [1, 2], (tag, sorted(events))
+    for figure in ("figures/curves", "figures/confusion_matrix"):
+        assert events[figure][0] == "images"
+    assert events["_hparams_/session_start_info"][0] == "hparams"
+    assert events["hp/test_acc"][0] == "scalars"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -91,3 +95,21 @@ def test_yaml_config_is_read_by_both_backends(tmp_path):
         assert results["hyperparameters"]["hidden"] == 8 and results["hyperparameters"]["batch_size"] == 64
     sizes = {b: load_results(tmp_path / "yaml" / b / "version_0")["params"]["total"] for b in BACKENDS}
     assert sizes["keras"] == sizes["lightning"] == 64 * 8 + 8 + 8 * 10 + 10
+
+
+def test_compare_two_real_runs_one_per_backend(tmp_path):
+    import csv
+
+    from lab.compare import compare_runs
+
+    accuracies = {}
+    for backend in BACKENDS:
+        run_dir, results = _run(backend, tmp_path, epochs=1, model="mlp", hidden=16, name="pair")
+        accuracies[backend] = results["test"]["accuracy"]
+    out = compare_runs([tmp_path / "pair"], tmp_path / "comparison")
+    rows = list(csv.DictReader(out["csv"].open()))
+    assert sorted(r["Backend"] for r in rows) == BACKENDS
+    for row in rows:
+        assert float(row["Accuracy (%)"]) == pytest.approx(100 * accuracies[row["Backend"]], abs=0.01)
+    assert "| mlp | keras |" in out["markdown"].read_text()
+    assert out["curves"].stat().st_size > 10_000

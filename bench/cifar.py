@@ -1,0 +1,140 @@
+"""CIFAR-10 with cifar_cnn on the CPU, both backends: the 75%-in-15-epochs target and the effect of augmentation.
+
+    python bench/cifar.py probe [--widths 8,16,32] [--depths 3] [--batch-size 64]
+    python bench/cifar.py run [--width 16] [--depth 3] [--epochs 15] [--batch-size 64] [--out runs/bench-cifar]
+
+probe: times training steps of cifar_cnn on CIFAR batches for each width and depth on each backend and
+extrapolates the epoch time (45,000 training images), to choose a size whose 15 epochs fit the budget.
+run: augment_compare.py on CIFAR (without, then with flip + crop-pad 4), then the targets: test accuracy
+>= 75% on both backends, and a smaller train-validation gap with augmentation than without.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the project on the path)
+
+import augment_compare
+from datamodules import load_splits
+from lab.compare import run_row
+from lab.models import model_spec
+from lab.results import load_results
+from lab.settings import make_settings
+
+CIFAR = "/work/shared/data/cifar10-jpg.tar.gz"
+TARGET = 0.75
+
+
+def probe(args) -> None:
+    import pytorch_lightning  # noqa: F401  torch's compiler stack before TensorFlow: the other order can crash
+
+    splits = load_splits("folder", args.data_dir)
+    images, labels = splits.train.images[:args.batch_size], splits.train.labels[:args.batch_size]
+    print(f"cifar_cnn, batch {args.batch_size}: median of {args.steps} timed training steps "
+          f"-> one epoch of {len(splits.train):,} images")
+    for depth in map(int, args.depths.split(",")):
+        for width in map(int, args.widths.split(",")):
+            settings = make_settings({"model": "cifar_cnn", "width": width, "depth": depth,
+                                      "batch_size": args.batch_size})
+            for backend, step in (("lightning", _torch_step), ("keras", _keras_step)):
+                seconds = _median_step(step(settings, splits, images, labels), args.steps)
+                epoch = seconds * -(-len(splits.train) // args.batch_size)
+                print(f"  width {width:3d} depth {depth} {backend:9s} {1000 * seconds:7.0f} ms/step  "
+                      f"~{epoch:6.0f} s/epoch  ~{15 * epoch / 60:5.0f} min for 15 epochs", flush=True)
+
+
+def _median_step(step, count: int) -> float:
+    step(), step()  # warm-up: graph building, allocations
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _torch_step(settings, splits, images, labels):
+    import torch
+    from torch.nn import functional as F
+
+    from lightning_modules.components import build_network
+
+    net = build_network(model_spec(settings, splits.input_shape, splits.num_classes), splits.input_shape,
+                        splits.mean, splits.std)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr, eps=1e-7)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return step
+
+
+def _keras_step(settings, splits, images, labels):
+    from keras_models.training import build_compiled
+
+    model = build_compiled(settings, splits)
+    return lambda: model.train_on_batch(images, labels)
+
+
+def run(args) -> int:
+    argv = ["--dataset", "folder", "--data-dir", args.data_dir, "--model", "cifar_cnn", "--width", str(args.width),
+            "--depth", str(args.depth), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+            "--flip", "true", "--crop-pad", "4", "--save-augmented", "true", "--out", args.out,
+            "--name", f"cifar_cnn-w{args.width}-d{args.depth}-b{args.batch_size}-{args.epochs}ep",
+            "--backends", args.backends, "--accelerator", "cpu"]
+    start = time.perf_counter()
+    run_dirs, written = augment_compare.compare(argv)
+    print(f"\n{augment_compare.summary(run_dirs)}\n\ncomparison: {written['markdown']}")
+    print(f"wall time of the runs: {(time.perf_counter() - start) / 60:.1f} min")
+    return report_targets(run_dirs)
+
+
+def report_targets(run_dirs: list[Path]) -> int:
+    rows = {}
+    for run_dir in run_dirs:
+        row = run_row(run_dir, load_results(run_dir))
+        rows[(row["backend"], "aug" if row["experiment"].endswith("-aug") else "noaug")] = row
+    met = True
+    for backend in dict.fromkeys(b for b, _ in rows):
+        plain, augmented = rows[(backend, "noaug")], rows[(backend, "aug")]
+        best = max(plain["accuracy"], augmented["accuracy"])
+        reached, smaller = best >= 100 * TARGET, augmented["gap"] < plain["gap"]
+        met &= reached and smaller
+        print(f"{backend:9s} test accuracy {plain['accuracy']:.2f}% without, {augmented['accuracy']:.2f}% with "
+              f"augmentation (target >= {TARGET:.0%}: {'met' if reached else 'NOT met'}); train-val gap "
+              f"{plain['gap']:+.2f} -> {augmented['gap']:+.2f} pp ({'smaller' if smaller else 'NOT smaller'}); "
+              f"{plain['time_s'] / 60:.1f} + {augmented['time_s'] / 60:.1f} min of training")
+    return 0 if met else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("probe", help="time training steps to choose width and depth")
+    p.add_argument("--widths", default="8,16,32", help="comma-separated widths to time (default 8,16,32)")
+    p.add_argument("--depths", default="3", help="comma-separated depths to time (default 3)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per size and backend (default 10)")
+    r = sub.add_parser("run", help="train without and with augmentation on both backends, check the targets")
+    r.add_argument("--width", type=int, default=16, help="cifar_cnn width (default 16)")
+    r.add_argument("--depth", type=int, default=3, help="cifar_cnn depth (default 3)")
+    r.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    r.add_argument("--backends", default="lightning,keras", help="backends to run (default lightning,keras)")
+    r.add_argument("--out", default="runs/bench-cifar", help="root folder of the runs (default runs/bench-cifar)")
+    for sp in (p, r):
+        sp.add_argument("--data-dir", default=CIFAR, help=f"the CIFAR-10 image folder or tar (default {CIFAR})")
+        sp.add_argument("--batch-size", type=int, default=64, help="images per training batch (default 64)")
+    args = parser.parse_args()
+    if args.command == "probe":
+        probe(args)
+        return 0
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from lab.architectures import BatchNorm, Conv, Dense, Dropout, Flatten, Layer, MaxPool, ReLU, infer
+from lab.backbones import head_spec, is_backbone
 
 MODELS = ("first_cnn", "mlp", "cifar_cnn", "cnn")
 
@@ -50,7 +51,11 @@ _BUILDERS = {"first_cnn": first_cnn, "mlp": mlp, "cifar_cnn": cifar_cnn, "cnn": 
 
 
 def model_spec(settings, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
-    """The spec for settings.model, checked against the input shape (LabError if it cannot work)."""
+    """The spec for settings.model, checked against the input shape (LabError if it cannot work).
+
+    For a zoo backbone (lab.backbones), the spec of the new head on its pooled features."""
+    if is_backbone(settings.model):
+        return head_spec(settings, input_shape, num_classes)
     layers = _BUILDERS[settings.model](settings, num_classes)
     infer(layers, input_shape)
     return layers

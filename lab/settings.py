@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from datamodules.registry import DATASETS
+from lab.backbones import BACKBONE_NAMES, check_image_size, is_backbone
 from lab.errors import LabError
 from lab.models import MODELS
+from lab.transfer import check_unfreeze
 
 OPTIMIZERS = ("adam", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu")
@@ -45,6 +47,7 @@ class ExperimentSettings:
     unfreeze: str = "1"
     finetune_epochs: int = 0
     finetune_lr: float | None = None
+    image_size: int | None = None
     classes: str | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -68,7 +71,9 @@ class ExperimentSettings:
 HELP = {
     "dataset": "dataset: mnist, fashion_mnist, cifar10, digits (bundled, needs no files) or folder (an image tree)",
     "data_dir": "folder (or .tar/.tar.gz for 'folder') holding the dataset files; downloads go there too",
-    "model": f"model to train: {', '.join(MODELS)}",
+    "model": f"model to train: {', '.join(MODELS)}, or a zoo backbone: {', '.join(BACKBONE_NAMES)} "
+             "(torchvision resnet18 / mobilenet_v3_small / efficientnet_b0, Keras ResNet50 / MobileNetV3Small / "
+             "EfficientNetB0)",
     "epochs": "number of training epochs",
     "batch_size": "images per training batch",
     "filters": "first_cnn: number of convolution filters",
@@ -90,10 +95,13 @@ HELP = {
     "color_jitter": "augmentation: random brightness/contrast change of this strength, e.g. 0.2 (0: off)",
     "cutout": "augmentation: blank a random square of this size in pixels (0: off)",
     "save_augmented": "save a PNG grid of augmented training images in the run folder (true/false)",
-    "weights": "initial weights: none, imagenet (backbones), or a checkpoint file of an earlier run",
-    "unfreeze": "fine-tuning: number of top backbone blocks to unfreeze, or a fraction like 0.25",
+    "weights": "initial weights: none, imagenet (zoo backbones: the framework's download or cache), a weights "
+               "file, or an earlier run's folder (its best checkpoint; the head is replaced if the classes differ)",
+    "unfreeze": "fine-tuning: number of top backbone blocks to unfreeze, a fraction like 0.25, or all",
     "finetune_epochs": "fine-tuning epochs after the --epochs of feature extraction (0: no fine-tuning)",
     "finetune_lr": "fine-tuning learning rate (default: --lr / 10)",
+    "image_size": "zoo backbones: images are resized to this side on the fly (default: 224; 64 or 96 make CPU "
+                  "runs feasible)",
     "classes": "train on these classes only: names or indices, comma-separated (e.g. 0,1,2,3,4)",
     "optimizer": "optimizer: adam or sgd (sgd uses momentum 0.9)",
     "lr": "learning rate",
@@ -107,7 +115,7 @@ HELP = {
     "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
-           "padding": ("valid", "same"), "model": MODELS}
+           "padding": ("valid", "same"), "model": MODELS + BACKBONE_NAMES}
 
 
 class LabArgumentParser(argparse.ArgumentParser):
@@ -248,8 +256,18 @@ def validate(s: ExperimentSettings) -> None:
         raise LabError(f"color-jitter must be in [0, 1), got {s.color_jitter}.")
     if s.finetune_lr is not None and s.finetune_lr <= 0:
         raise LabError(f"finetune-lr must be positive, got {s.finetune_lr}.")
+    _validate_transfer(s)
     if s.gpus is not None and s.gpus < 0:
         raise LabError(f"gpus must be 0 or more, got {s.gpus}.")
+
+
+def _validate_transfer(s: ExperimentSettings) -> None:
+    check_unfreeze(s.unfreeze)
+    if s.image_size is not None:
+        if not is_backbone(s.model):
+            raise LabError(f"image-size resizes images for the zoo backbones ({', '.join(BACKBONE_NAMES)}); "
+                           f"drop it for {s.model}, which trains on the images as they are.")
+        check_image_size(s.image_size)
 
 
 def _first_line(error: Exception) -> str:

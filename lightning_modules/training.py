@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from callbacks.lightning_progress import ThrottledRichProgressBar
 from callbacks.lightning_recorder import LightningRecorder
 from datamodules.base import DataSplits
 from datamodules.torch_data import ArraysDataModule
@@ -60,7 +61,7 @@ def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, 
         ModelCheckpoint(checkpoints, filename="best", monitor="val/acc", mode="max", save_on_train_epoch_end=True,
                         enable_version_counter=False),
         ModelCheckpoint(checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
-        RichProgressBar(),
+        ThrottledRichProgressBar(),
         *extra_callbacks,
     ]
     return dict(max_epochs=settings.epochs, accelerator=plan.accelerator, devices=plan.devices,

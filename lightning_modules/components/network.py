@@ -46,14 +46,19 @@ class ChannelsLastFlatten(nn.Module):
 
 
 def build_network(layers: list[A.Layer], input_shape: tuple[int, int, int], mean, std) -> nn.Sequential:
+    return nn.Sequential(Normalize(mean, std), *spec_modules(layers, input_shape))
+
+
+def spec_modules(layers: list[A.Layer], input_shape: tuple) -> list[nn.Module]:
+    """The torch modules of a spec's layers, in order, Keras-initialised."""
     shapes, _ = A.infer(layers, input_shape)
     ins = [tuple(input_shape)] + shapes[:-1]
-    modules: list[nn.Module] = [Normalize(mean, std)]
+    modules: list[nn.Module] = []
     for layer, shape in zip(layers, ins):
         modules += _modules(layer, shape)
-    net = nn.Sequential(*modules)
-    net.apply(_keras_init)
-    return net
+    for module in modules:
+        module.apply(_keras_init)
+    return modules
 
 
 def _modules(layer: A.Layer, shape: tuple) -> list[nn.Module]:

@@ -1,0 +1,89 @@
+"""Networks for transfer learning, split into backbone blocks and a head (see lab.transfer).
+
+Zoo backbones come from torchvision.models with their classifier removed: uint8 images are resized
+on the fly, in batches, and normalised as the torchvision weights expect, inside the network. Project
+models are the usual lab.models networks, their blocks read from the spec.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn import functional as F
+
+from datamodules.base import DataSplits
+from lab.backbones import BACKBONES, image_size, is_backbone
+from lab.models import model_spec
+from lab.transfer import has_params, spec_blocks
+from lightning_modules.components.network import build_network, spec_modules
+
+# The attribute holding each torchvision model's classifier, which the new head replaces.
+ZOO_CLASSIFIER = {"resnet18": "fc", "mobilenet_v3_small": "classifier", "efficientnet_b0": "classifier"}
+
+
+class ZooInput(nn.Module):
+    """uint8 NHWC -> float NCHW at size x size (bilinear), grayscale repeated to RGB, normalised for the weights."""
+
+    def __init__(self, size: int, mean, std):
+        super().__init__()
+        self.size = size
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+
+class BackboneNet(nn.Module):
+    """prep -> torchvision backbone (pooled features) -> head; its state dict keys start backbone. and head."""
+
+    def __init__(self, prep: nn.Module, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.prep, self.backbone, self.head = prep, backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self.prep(x)))
+
+
+@dataclass
+class TransferNet:
+    net: nn.Module
+    blocks: list[list[nn.Module]]  # the backbone's blocks, from the input up
+    head: nn.Module  # the layer holding the class weights
+    zoo_name: str | None = None  # the torchvision model, for zoo backbones
+
+
+def build_transfer_net(settings, splits: DataSplits) -> TransferNet:
+    spec = model_spec(settings, splits.input_shape, splits.num_classes)
+    if is_backbone(settings.model):
+        return _zoo_net(settings, spec)
+    net = build_network(spec, splits.input_shape, splits.mean, splits.std)
+    weighted = [m for m in net if any(True for _ in m.parameters(recurse=False))]
+    assert len(weighted) == sum(has_params(layer) for layer in spec)
+    return TransferNet(net, [[weighted[i] for i in block] for block in spec_blocks(spec)], weighted[-1])
+
+
+def _zoo_net(settings, head_layers) -> TransferNet:
+    name = BACKBONES[settings.model].torchvision
+    model = torchvision.models.get_model(name, weights=None)
+    classifier = ZOO_CLASSIFIER[name]
+    features = next(m for m in getattr(model, classifier).modules() if isinstance(m, nn.Linear)).in_features
+    setattr(model, classifier, nn.Identity())
+    transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    head = nn.Sequential(*spec_modules(head_layers, (features,)))
+    net = BackboneNet(ZooInput(image_size(settings), transforms.mean, transforms.std), model, head)
+    return TransferNet(net, zoo_blocks(name, model), head[-1], name)
+
+
+def zoo_blocks(name: str, model: nn.Module) -> list[list[nn.Module]]:
+    """The blocks lab.backbones counts: resnet's stem and stages, the others' feature stages."""
+    if name == "resnet18":
+        return [[model.conv1, model.bn1], [model.layer1], [model.layer2], [model.layer3], [model.layer4]]
+    return [[stage] for stage in model.features]

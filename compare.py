@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from lab.compare import compare_runs, default_out_dir
-from lab.errors import LabError
+from lab.cli import run_command
 from lab.settings import LabArgumentParser
 
 
@@ -24,12 +24,10 @@ def build_parser() -> LabArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        out_dir = args.out or default_out_dir(args.paths, args.name)
-        written = compare_runs(args.paths, out_dir, allow_mixed_datasets=args.allow_mixed_datasets)
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    code, written = run_command(lambda: compare_runs(args.paths, args.out or default_out_dir(args.paths, args.name),
+                                                     allow_mixed_datasets=args.allow_mixed_datasets), "nothing written.")
+    if written is None:
+        return code
     print(f"Compared {len(written['runs'])} runs:")
     for key in ("markdown", "csv", "curves"):
         print(f"  {written[key]}")

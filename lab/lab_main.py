@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from datamodules import load_splits
+from lab.cli import run_command
 from lab.errors import LabError
 from lab.io import write_text_atomic
 from lab.lab_plan import PRESETS, SECTIONS, experiments, parse_sections
@@ -45,16 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = run_lab(args)
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue where the lab stopped.", file=sys.stderr)
-        return 130
-    print(f"\nlab report: {report}")
-    return 0
+    code, report = run_command(lambda: run_lab(args), "run the same command again to continue where the lab stopped.")
+    if report is not None:
+        print(f"\nlab report: {report}")
+    return code
 
 
 def run_lab(args) -> Path:

@@ -6,7 +6,6 @@ Only the training itself (backend.train) is backend-specific; everything before 
 from __future__ import annotations
 
 import importlib
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from datamodules import load_splits
 from lab.augmentation import check_settings as check_augmentation
-from lab.errors import LabError
+from lab.cli import run_command
 from lab.io import write_bytes_atomic
 from lab.machine import machine_info
 from lab.metrics import accuracy, cross_entropy, softmax
@@ -33,17 +32,11 @@ def main(backend: str, argv: list[str] | None = None) -> int:
                           "results, figures, report and TensorBoard logs go to OUT/<experiment>/"
                           f"{backend}/version_N.")
     args = parser.parse_args(argv)
-    try:
-        run_dir = run(backend, args)
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished epochs are saved; run the same command with --resume to continue.",
-              file=sys.stderr)
-        return 130
-    print(f"report: {run_dir / 'report.md'}")
-    return 0
+    code, run_dir = run_command(lambda: run(backend, args),
+                                "finished epochs are saved; run the same command with --resume to continue.")
+    if run_dir is not None:
+        print(f"report: {run_dir / 'report.md'}")
+    return code
 
 
 def run(backend: str, args) -> Path:

@@ -18,6 +18,7 @@ from lab.devices import DevicePlan, plan_devices
 from lab.models import model_spec
 from lab.outcome import Outcome
 from lab.recording import RunRecord
+from lab.transfer import is_transfer
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.components import build_network, count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
@@ -33,6 +34,10 @@ def build_module(settings, splits: DataSplits, augment=None) -> ImageClassifier:
 
 def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
           extra_callbacks: tuple = ()) -> Outcome:
+    if is_transfer(settings):  # two phases, weights to load: lightning_modules/transfer.py
+        from lightning_modules import transfer
+
+        return transfer.train(settings, splits, run_dir, resume, plan, extra_callbacks)
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     module = build_module(settings, splits, build_augment(settings))
     if settings.save_augmented:

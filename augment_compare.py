@@ -12,9 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from lab.compare import compare_runs, run_row
+from datamodules import load_splits
+from lab.augmentation import AugmentSpec, check_settings
+from lab.cli import run_command
+from lab.compare import compare_runs, format_gap, run_row
 from lab.errors import LabError
-from lab.settings import CHOICES, HELP, LabArgumentParser, load_yaml, make_settings, parse_bool
+from lab.models import model_spec
+from lab.results import load_results
+from lab.runner import BACKENDS, run_settings
+from lab.settings import CHOICES, HELP, ExperimentSettings, LabArgumentParser, load_yaml, make_settings, parse_bool
 
 # The training settings this tool takes as flags (others through --config), with their types.
 PASSED = {"dataset": str, "data_dir": str, "model": str, "epochs": int, "batch_size": int, "width": int,
@@ -24,12 +30,9 @@ PASSED = {"dataset": str, "data_dir": str, "model": str, "epochs": int, "batch_s
 TOOL_DEFAULTS = {"model": "cifar_cnn", "flip": True, "crop_pad": 4}
 AUGMENTATION_OFF = {"flip": False, "crop_pad": 0, "rotate": 0.0, "color_jitter": 0.0, "cutout": 0,
                     "save_augmented": False}
-BACKEND_NAMES = ("lightning", "keras")
 
 
 def build_parser() -> LabArgumentParser:
-    from lab.settings import ExperimentSettings
-
     parser = LabArgumentParser(prog="augment_compare.py", description=__doc__.splitlines()[0],
                                argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", help="YAML file of further training settings, e.g. 'width: 16' "
@@ -50,8 +53,6 @@ def build_parser() -> LabArgumentParser:
 def plan(args) -> tuple[list[str], str, list]:
     """The backends, the experiment name, and the settings without and with augmentation (LabError if they
     cannot work)."""
-    from lab.augmentation import AugmentSpec
-
     given = {k: v for k, v in vars(args).items() if k in PASSED}
     values = {**TOOL_DEFAULTS, **(load_yaml(args.config) if getattr(args, "config", None) else {}), **given}
     values.update(out=args.out, name=getattr(args, "name", None))
@@ -66,7 +67,7 @@ def plan(args) -> tuple[list[str], str, list]:
 
 def _backends(text: str) -> list[str]:
     backends = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKEND_NAMES]
+    unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
         raise LabError(f"--backends must list lightning and/or keras, got {text!r}.")
     return list(dict.fromkeys(backends))
@@ -74,10 +75,6 @@ def _backends(text: str) -> list[str]:
 
 def check_shapes(settings) -> None:
     """Refuse impossible model or augmentation shapes before the first run starts."""
-    from datamodules import load_splits
-    from lab.augmentation import check_settings
-    from lab.models import model_spec
-
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
                          classes=settings.classes)
     model_spec(settings, splits.input_shape, splits.num_classes)
@@ -85,22 +82,17 @@ def check_shapes(settings) -> None:
 
 
 def run_all(backends: list[str], settings_pair: list) -> list[Path]:
-    from lab.runner import run_settings
-
     if "lightning" in backends:
         import lightning_modules.training  # noqa: F401  torch before TensorFlow: the other order can crash
     return [run_settings(backend, settings) for settings in settings_pair for backend in backends]
 
 
 def summary(run_dirs: list[Path]) -> str:
-    from lab.results import load_results
-
     lines = [f"{'run':34s} {'test acc':>9s} {'time':>9s} {'train-val gap':>14s}"]
     for run_dir in run_dirs:
         row = run_row(run_dir, load_results(run_dir))
-        gap = "-" if row["gap"] is None else f"{row['gap']:+.2f} pp"
         lines.append(f"{row['experiment'] + ' / ' + row['backend']:34s} {row['accuracy']:8.2f}% "
-                     f"{row['time_s']:8.1f}s {gap:>14s}")
+                     f"{row['time_s']:8.1f}s {format_gap(row['gap'], ' pp'):>14s}")
     return "\n".join(lines)
 
 
@@ -114,15 +106,11 @@ def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run_dirs, written = compare(argv)
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("\ninterrupted: the finished runs are kept; run the command again to redo the comparison.",
-              file=sys.stderr)
-        return 130
+    code, result = run_command(lambda: compare(argv), "the finished runs are kept; run the command again to "
+                                                      "redo the comparison.")
+    if code:
+        return code
+    run_dirs, written = result
     print("\n" + summary(run_dirs))
     print(f"\ncomparison: {written['markdown']}\ncurves:     {written['curves']}")
     return 0

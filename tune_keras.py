@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.errors import LabError
+from lab.cli import run_command
 from lab.search_space import HELP as SPACE_HELP
 from lab.search_space import NAMES as SPACE_NAMES
 from lab.search_space import SearchSpace, parse_space
@@ -38,6 +38,12 @@ def build_parser(prog: str, backend: str) -> LabArgumentParser:
                              f"accuracy (default: {DEFAULTS.patience})")
     search.add_argument("--max-params", type=int, default=DEFAULTS.max_params,
                         help=f"leave out models with more parameters (default: {DEFAULTS.max_params:,})")
+    search.add_argument("--trial-fraction", type=float, default=DEFAULTS.trial_fraction,
+                        help="fraction of the training images each trial trains on, for a faster search; the "
+                             f"validation images and the retrained best use all (default: {DEFAULTS.trial_fraction})")
+    search.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                        help="search for at most this long: no trial starts that would, at the mean trial time, "
+                             "end later; the same command continues afterwards (default: no limit)")
     search.add_argument("--epochs", type=int, default=None,
                         help="epochs of the retrained best configuration and of first_cnn (default: --max-epochs)")
     search.add_argument("--no-retrain", dest="retrain", action="store_false", default=True,
@@ -62,24 +68,17 @@ def options(args: argparse.Namespace) -> tuple:
     given = vars(args)
     base = make_settings({k: v for k, v in given.items() if k in SETTINGS or k == "name"})
     space = parse_space({k: v for k, v in given.items() if k in SPACE_NAMES})
-    keys = ("backend", "tuner", "max_trials", "max_epochs", "patience", "epochs", "max_params", "overwrite",
-            "retrain", "top")
+    keys = ("backend", "tuner", "max_trials", "max_epochs", "patience", "epochs", "max_params", "trial_fraction",
+            "time_budget", "overwrite", "retrain", "top")
     return base, SearchOptions(space=space, **{k: given[k] for k in keys})
 
 
 def main(argv: list[str] | None = None, backend: str = "keras") -> int:
     prog = "tune_lightning.py" if backend == "lightning" else "tune_keras.py"
     args = build_parser(prog, backend).parse_args(argv)
-    try:
-        run_search(*options(args))
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("\ninterrupted: the finished trials are saved; run the same command to continue the search.",
-              file=sys.stderr)
-        return 130
-    return 0
+    code, _ = run_command(lambda: run_search(*options(args)),
+                          "the finished trials are saved; run the same command to continue the search.")
+    return code
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ TARGET = 0.75
 
 
 def probe(args) -> None:
-    import pytorch_lightning  # noqa: F401  torch's compiler stack before TensorFlow: the other order can crash
 
     splits = load_splits("folder", args.data_dir)
     images, labels = splits.train.images[:args.batch_size], splits.train.labels[:args.batch_size]
@@ -128,8 +127,16 @@ def main() -> int:
     r.add_argument("--out", default="runs/bench-cifar", help="root folder of the runs (default runs/bench-cifar)")
     for sp in (p, r):
         sp.add_argument("--data-dir", default=CIFAR, help=f"the CIFAR-10 image folder or tar (default {CIFAR})")
-        sp.add_argument("--batch-size", type=int, default=64, help="images per training batch (default 64)")
+        sp.add_argument("--batch-size", type=int, default=128, help="images per training batch (default 128)")
+        sp.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch CPU threads (default: PyTorch's choice); on a CPU shared with other jobs, "
+                             "1 can be much faster than 2")
     args = parser.parse_args()
+    import pytorch_lightning  # noqa: F401  torch's compiler stack before TensorFlow: the other order can crash
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     if args.command == "probe":
         probe(args)
         return 0

@@ -30,7 +30,7 @@ def hand_written_torch(settings, splits, epochs: int, device: str = "cpu") -> tu
     for epoch in range(epochs):
         start = time.perf_counter()
         net.train()
-        order = torch.from_numpy(epoch_order(len(y), settings.seed, epoch)).to(device)
+        order = torch.from_numpy(epoch_order(len(y), settings.seed, epoch, settings.batch_size)).to(device)
         for idx in order.split(settings.batch_size):
             opt.zero_grad()
             F.cross_entropy(net(x[idx]), y[idx]).backward()

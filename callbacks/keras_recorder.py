@@ -2,6 +2,7 @@
 TensorBoard with the epoch as step, under the tags the Lightning side uses."""
 from __future__ import annotations
 
+import keras_models  # noqa: F401  (loads TensorFlow safely beside PyTorch, see there)
 import keras
 import tensorflow as tf
 

@@ -1,9 +1,13 @@
-"""Keep only some classes of a dataset (e.g. to pretrain on five CIFAR-10 classes, fine-tune on the rest)."""
+"""Keep only some classes of a dataset (e.g. to pretrain on five CIFAR-10 classes, fine-tune on the rest),
+or only some of its training images (quick runs, small-data transfer learning)."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
-from datamodules.base import ImageSet, RawDataset
+from datamodules.base import DataSplits, ImageSet, RawDataset
+from datamodules.splits import channel_stats
 from lab.errors import LabError
 
 
@@ -41,3 +45,15 @@ def _keep(part: ImageSet, chosen: list[int]) -> ImageSet:
     new_labels = mapping[part.labels]
     mask = new_labels >= 0
     return ImageSet(part.images[mask], new_labels[mask])
+
+
+def sample_train(splits: DataSplits, count: int | None, seed: int) -> DataSplits:
+    """Keep a seeded random `count` of the training images (all of them when count is None or larger);
+    validation and test stay whole, the normalisation statistics follow the images kept."""
+    if count is None or count >= len(splits.train):
+        return splits
+    index = np.sort(np.random.default_rng([seed, count]).choice(len(splits.train), count, replace=False))
+    train = ImageSet(splits.train.images[index], splits.train.labels[index])
+    mean, std = channel_stats(train.images)
+    return replace(splits, train=train, mean=mean, std=std,
+                   source=f"{splits.source}, {count:,} of its {len(splits.train):,} training images")

@@ -7,10 +7,11 @@ PyTorch side, and a resumed run continues the sequence where it stopped.
 from __future__ import annotations
 
 import numpy as np
+import keras_models  # noqa: F401  (loads TensorFlow safely beside PyTorch, see there)
 import tensorflow as tf
 
 from datamodules.base import ImageSet
-from datamodules.batching import epoch_order, num_batches
+from datamodules.batching import epoch_order, train_batches, trained_images
 
 
 def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, epochs: int,
@@ -24,17 +25,17 @@ def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, 
     images, labels = tf.constant(part.images), tf.constant(part.labels)
 
     def order(epoch):
-        return epoch_order(n, seed, int(epoch)).astype(np.int64)
+        return epoch_order(n, seed, int(epoch), batch_size).astype(np.int64)
 
     def one_epoch(epoch):
         indices = tf.numpy_function(order, [epoch], tf.int64, stateful=False)
-        indices.set_shape([n])
+        indices.set_shape([trained_images(n, batch_size)])
         return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
 
     batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     batches = batches.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
     if augment is not None:
-        first_step = first_epoch * num_batches(n, batch_size)
+        first_step = first_epoch * train_batches(n, batch_size)
         batches = batches.enumerate(first_step).map(lambda step, xy: (augment(xy[0], step), xy[1]),
                                                     num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
@@ -46,4 +47,4 @@ def eval_dataset(part: ImageSet, batch_size: int = 1024) -> tf.data.Dataset:
 
 
 def steps_per_epoch(part: ImageSet, batch_size: int) -> int:
-    return num_batches(len(part), batch_size)
+    return train_batches(len(part), batch_size)

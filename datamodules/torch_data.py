@@ -30,7 +30,7 @@ class TensorBatches:
         n = len(self.labels)
         if self.epoch_fn is None:
             return torch.arange(n)[self.rank::self.world]
-        order = epoch_order(n, self.seed, self.epoch_fn(), self.rank, self.world)
+        order = epoch_order(n, self.seed, self.epoch_fn(), self.batch_size, self.rank, self.world)
         return torch.from_numpy(order)
 
     def __iter__(self):

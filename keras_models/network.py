@@ -22,6 +22,11 @@ def build_model(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, st
     return keras.Model(inputs, outputs, name=name)
 
 
+def spec_layers(spec: list[A.Layer]) -> list[L.Layer]:
+    """Fresh Keras layers for a spec's layers, in order (e.g. a head to put on a backbone)."""
+    return [_layer(layer) for layer in spec]
+
+
 def _layer(layer: A.Layer) -> L.Layer:
     if isinstance(layer, A.Conv):
         return L.Conv2D(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding)

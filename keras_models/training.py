@@ -17,6 +17,7 @@ from lab.devices import DevicePlan, plan_devices
 from lab.models import model_spec
 from lab.outcome import Outcome
 from lab.recording import RunRecord
+from lab.transfer import is_transfer
 
 POLICIES = {"32": "float32", "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
 
@@ -36,6 +37,10 @@ def build_compiled(settings, splits: DataSplits) -> keras.Model:
 
 def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
           extra_callbacks: tuple = ()) -> Outcome:
+    if is_transfer(settings):  # two phases, weights to load: keras_models/transfer.py
+        from keras_models import transfer
+
+        return transfer.train(settings, splits, run_dir, resume, plan, extra_callbacks)
     keras.utils.set_random_seed(settings.seed)
     record = RunRecord(run_dir, len(splits.train))
     with _strategy(plan).scope():
@@ -53,14 +58,14 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
         validation_data=eval_dataset(splits.val),
         callbacks=_callbacks(record, writer, run_dir / "checkpoints") + list(extra_callbacks),
     )
-    return Outcome(
-        test_logits=model.predict(splits.test.images, batch_size=1024, verbose=0),
-        params=count_params(model),
-        record=record,
-        device=_describe(plan),
-        log_images=lambda images: _log_images(writer, images, len(record.history)),
-        log_hparams=lambda hparams, metrics: _log_hparams(writer, hparams, metrics),
-    )
+    return outcome(model.predict(splits.test.images, batch_size=1024, verbose=0), model, record, plan, writer)
+
+
+def outcome(test_logits, model: keras.Model, record: RunRecord, plan: DevicePlan, writer,
+            extra: dict | None = None) -> Outcome:
+    return Outcome(test_logits=test_logits, params=count_params(model), record=record, device=_describe(plan),
+                   log_images=lambda images: _log_images(writer, images, len(record.history)),
+                   log_hparams=lambda hparams, metrics: _log_hparams(writer, hparams, metrics), extra=extra)
 
 
 def configure_devices(settings) -> DevicePlan:

@@ -43,6 +43,8 @@ NUM_COLUMNS = 13
 
 @dataclass(frozen=True)
 class AugmentSpec:
+    """A run's augmentation settings; the module docstring says what each one does."""
+
     flip: bool = False
     crop_pad: int = 0
     rotate: float = 0.0
@@ -59,7 +61,8 @@ class AugmentSpec:
         return any((self.flip, self.crop_pad, self.rotate, self.color_jitter, self.cutout))
 
     def describe(self) -> str:
-        parts = [name for name, on in (("flip", self.flip),) if on]
+        """The settings that are on, e.g. 'flip, crop-pad 4', or 'none'."""
+        parts = ["flip"] if self.flip else []
         parts += [f"{name} {value:g}" for name, value in (("crop-pad", self.crop_pad), ("rotate", self.rotate),
                                                           ("color-jitter", self.color_jitter),
                                                           ("cutout", self.cutout)) if value]
@@ -121,7 +124,7 @@ def save_augmented_grid(run_dir: Path, settings, splits, apply, count: int = 16)
     from lab.report import AUGMENTED_FIGURE
 
     spec = AugmentSpec.from_settings(settings)
-    order = epoch_order(len(splits.train), settings.seed, 0)[:settings.batch_size]
+    order = epoch_order(len(splits.train), settings.seed, 0, settings.batch_size)[:settings.batch_size]
     draws = draw(spec, len(order), settings.seed, 0, splits.input_shape[:2])[:count]
     originals = splits.train.images[order[:count]]
     figure = plots.augmented_figure(originals, apply(originals, spec, draws), spec.describe())

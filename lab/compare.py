@@ -81,7 +81,7 @@ def train_val_gap(history: list[dict]) -> float | None:
     return 100 * (float(last["train/acc"]) - float(last["val/acc"]))
 
 
-def _gap(gap: float | None, unit: str = "") -> str:
+def format_gap(gap: float | None, unit: str = "") -> str:
     return "-" if gap is None else f"{gap:+.2f}{unit}"
 
 
@@ -94,7 +94,7 @@ def markdown(rows: list[dict], out_dir: Path, mixed: bool) -> str:
     def table(group):
         return markdown_table(MD_COLUMNS, [(r["model"], r["backend"], f"{r['accuracy']:.2f}%", f"{r['time_s']:.2f}s",
                                             r["epochs"], f"{r['params']:,}", r["dataset"], r["experiment"],
-                                            _link(r["run_dir"], out_dir), _gap(r["gap"], " pp")) for r in group])
+                                            _link(r["run_dir"], out_dir), format_gap(r["gap"], " pp")) for r in group])
     lines = [f"# Comparison of {len(rows)} runs", ""]
     if not mixed:
         return "\n".join(lines + [table(rows)]) + "\n"
@@ -110,7 +110,7 @@ def csv_text(rows: list[dict]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         writer.writerow([r["model"], r["backend"], f"{r['accuracy']:.2f}", f"{r['time_s']:.2f}", r["epochs"],
-                         r["params"], r["dataset"], r["experiment"], r["run_dir"].as_posix(), _gap(r["gap"])])
+                         r["params"], r["dataset"], r["experiment"], r["run_dir"].as_posix(), format_gap(r["gap"])])
     return buf.getvalue()
 
 

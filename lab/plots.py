@@ -25,13 +25,16 @@ def series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [e for e, _ in points], [v for _, v in points]
 
 
-def curves_figure(history: list[dict], title: str = "") -> Figure:
-    """Loss and accuracy per epoch, train vs validation, side by side."""
+def curves_figure(history: list[dict], title: str = "", boundary: int | None = None) -> Figure:
+    """Loss and accuracy per epoch, train vs validation, side by side; a dotted line after epoch
+    `boundary` where a transfer run's fine-tuning phase starts."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     for ax, metric, label in zip(fig.subplots(1, 2), ("loss", "acc"), ("Loss", "Accuracy")):
         for split, style in (("train", "o-"), ("val", "s--")):
             epochs, values = series(history, f"{split}/{metric}")
             ax.plot(epochs, values, style, label="train" if split == "train" else "validation")
+        if boundary is not None:
+            ax.axvline(boundary + 0.5, color="gray", linestyle=":", label="fine-tuning starts")
         ax.set(title=label, xlabel="epoch", ylabel=label.lower())
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

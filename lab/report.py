@@ -15,6 +15,8 @@ FIGURES_DIR = "figures"
 AUGMENTED_FIGURE = f"{FIGURES_DIR}/augmented.png"  # written during training by --save-augmented
 HYPER_COLUMNS = ("Batch Size", "Filters", "Kernel Size", "Stride", "Padding", "Loss", "Accuracy", "Time")
 HYPER_KEYS = ("batch_size", "filters", "kernel_size", "stride", "padding")
+TRANSFER_COLUMNS = ("Phase", "Epochs", "Learning rate", "Trainable params", "Frozen params", "Val. accuracy",
+                    "Test accuracy", "Time")
 WORST_COLUMNS = ("Rank", "Image idx", "Pred. cat.", "Act. cat.", "P(act.)")
 WORST_DEFINITION = (
     "An image counts as badly classified if it is misclassified and the probability the model gives to its "
@@ -60,7 +62,8 @@ def worst_table(worst: list[WorstImage], class_names) -> str:
 
 def summary_lines(results: dict) -> list[str]:
     timing, params = results["timing"], results["params"]
-    planned, run = results["hyperparameters"].get("epochs"), results["epochs_run"]
+    hp, run = results["hyperparameters"], results["epochs_run"]
+    planned = None if hp.get("epochs") is None else hp["epochs"] + (hp.get("finetune_epochs") or 0)
     return [
         f"- Model: {results['model']}",
         f"- Dataset: {results['dataset']} ({results['data_source']})",
@@ -71,6 +74,26 @@ def summary_lines(results: dict) -> list[str]:
         f"- Images per second: {_num(timing.get('images_per_s'), ',.0f')}",
         f"- Finished at: {results['finished_at']}",
     ]
+
+
+def transfer_section(extra: dict, heading: str = "####") -> list[str]:
+    """A transfer run's phases (lab.transfer.summarize): accuracy, time and parameters of each."""
+    if not extra.get("phases"):
+        return []
+    info = extra.get("transfer", {})
+    size = f" at {info['image_size']}x{info['image_size']} pixels" if info.get("image_size") else ""
+    rows = [(p["name"], f"{p['epochs'][0]}-{p['epochs'][1]}", f"{p['lr']:g}", _count(p["trainable_params"]),
+             _count(p["frozen_params"]), _num(p["val_acc"] and 100 * p["val_acc"], ".2f", "%"),
+             _num(p["test_acc"] and 100 * p["test_acc"], ".2f", "%"), _num(p["time_s"], ".2f", "s"))
+            for p in extra["phases"]]
+    return [f"{heading} Transfer learning", "",
+            f"- Backbone: {info.get('backbone', '-')}{size}, {info.get('blocks', '-')} blocks",
+            f"- Initial weights: {info.get('weights', '-')}", f"- Head: {info.get('head', '-')}", "",
+            markdown_table(TRANSFER_COLUMNS, rows), "", "<br>", ""]
+
+
+def _count(value) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 def worst_section(worst: list[WorstImage], n_test: int, class_names, figure: str | None) -> list[str]:
@@ -96,7 +119,7 @@ def run_sections(results: dict, worst: list[WorstImage], n_test: int, class_name
     """The body of a run's report: results table, curves, confusion matrix, worst images (and augmented
     images); figures maps a figure name to its path relative to where the text will be."""
     lines = [f"{heading} Hyperparameters & Results", "", hyperparameters_table(results), "",
-             *summary_lines(results), "", "<br>", "",
+             *summary_lines(results), "", "<br>", "", *transfer_section(results.get("extra") or {}, heading),
              f"{heading} Loss and Accuracy Plot", "", f'<img src="{figures["curves"]}" height="300" />', "",
              "<br>", "",
              f"{heading} Confusion matrix", "", f'<img src="{figures["confusion_matrix"]}" height="300" />', "",
@@ -119,7 +142,8 @@ def write_run_outputs(run_dir, results: dict, probs: np.ndarray, labels: np.ndar
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     title = f"{results['experiment']} ({results['backend']})"
     worst = worst_classified(probs, labels, k=10)
-    figures = {"curves": plots.curves_figure(results["history"], title),
+    boundary = (results.get("extra") or {}).get("phase_boundary_epoch")
+    figures = {"curves": plots.curves_figure(results["history"], title, boundary),
                "confusion_matrix": plots.confusion_figure(confusion_counts(probs, labels, len(class_names)),
                                                           class_names, title)}
     if worst:

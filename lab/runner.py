@@ -6,6 +6,7 @@ Only the training itself (backend.train) is backend-specific; everything before 
 from __future__ import annotations
 
 import importlib
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from datamodules import load_splits
 from lab.augmentation import check_settings as check_augmentation
 from lab.cli import run_command
+from lab.errors import LabError
 from lab.io import write_bytes_atomic
 from lab.machine import machine_info
 from lab.metrics import accuracy, cross_entropy, softmax
@@ -47,14 +49,19 @@ def run(backend: str, args) -> Path:
 def run_settings(backend: str, settings, resume_dir: Path | None = None) -> Path:
     """Train, test and write every output of one run; returns its folder."""
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
-                         classes=settings.classes)
+                         classes=settings.classes, train_images=settings.train_images)
     model_spec(settings, splits.input_shape, splits.num_classes)  # refuse impossible shapes first
     check_augmentation(settings, splits.input_shape)
     trainer = importlib.import_module(BACKENDS[backend])
     plan = trainer.configure_devices(settings)
     run_dir = resume_dir or new_run_dir(settings.out, settings.experiment, backend)
     save_settings(run_dir, settings.to_dict())
-    outcome = trainer.train(settings, splits, run_dir, resume=resume_dir is not None, plan=plan)
+    try:
+        outcome = trainer.train(settings, splits, run_dir, resume=resume_dir is not None, plan=plan)
+    except LabError:  # e.g. --weights that do not fit: a new run leaves no half-written folder behind
+        if resume_dir is None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finish(backend, settings, splits, run_dir, outcome)
     return run_dir
 

@@ -10,9 +10,11 @@ keras-tuner imports.
 from __future__ import annotations
 
 import shutil
+import time
 from functools import partial
 from pathlib import Path
 
+import keras_models  # noqa: F401  (loads TensorFlow safely beside PyTorch, see there)
 import keras_tuner as kt
 
 from lab.errors import LabError
@@ -20,9 +22,8 @@ from lab.outcome import Outcome
 from lab.recording import RECORD_FILE
 from lab.rundirs import SETTINGS_FILE, load_settings, save_settings
 from lab.search_space import Constraint, SearchSpace, define, overrides_of, trial_settings
-from lab.tuning_results import METRICS, OBJECTIVE, trial_metrics, trial_row, write_csv
+from lab.tuning_results import CSV_FILE, METRICS, OBJECTIVE, PROJECT, trial_metrics, trial_row, write_csv
 
-PROJECT = "tuning"  # OUT/<name>/<backend>/tuning holds keras-tuner's state and the trial folders
 CHECKPOINTS = "checkpoints"
 KT_TRIAL_FILE = "trial.json"
 
@@ -86,6 +87,9 @@ class LabTuner(kt.Tuner):
                  directory: Path, overwrite: bool):
         self.space, self.base, self.splits, self.plan, self.patience = space, base, splits, plan, patience
         self.trials_run = 0
+        self.deadline: float | None = None  # time.monotonic() after which no trial should still run
+        self.stopped_for_time = False
+        self._durations: list[float] = []
         super().__init__(oracle, hypermodel=partial(define, space=space), directory=str(directory),
                          project_name=PROJECT, overwrite=overwrite)
 
@@ -104,10 +108,21 @@ class LabTuner(kt.Tuner):
         parent = values.get("tuner/trial_id")
         resume = _prepare(trial_dir, settings.to_dict(), Path(self.get_trial_dir(parent)) if parent else None)
         self.trials_run += 1
+        started = time.monotonic()
         outcome = self.fit_trial(settings, trial_dir, resume)
+        self._durations.append(time.monotonic() - started)
         metrics = trial_metrics(_history(trial_dir), values.get("tuner/initial_epoch", 0), outcome.params.total)
         outcome.log_hparams(overrides_of(values), {f"hp/{name}": metrics[name] for name in METRICS})
         return metrics
+
+    def pre_create_trial(self):
+        """Within a time budget, start no trial that would, at this session's mean trial time, end after it."""
+        if self.deadline is None or self.stopped_for_time:
+            return
+        expected = sum(self._durations) / len(self._durations) if self._durations else 0.0
+        if time.monotonic() + expected > self.deadline:
+            self.stopped_for_time = True
+            self.oracle.max_trials = len(self.oracle.trials)  # keras-tuner's own stop; not saved in its state
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -129,7 +144,7 @@ class LabTuner(kt.Tuner):
             self.write_csv()
             last = str(e).strip().splitlines()[-1]
             raise LabError(f"the search stopped after {self.oracle.max_consecutive_failed_trials} failed trials "
-                           f"in a row, the last with: {last}; see {Path(self.project_dir) / 'trials.csv'}.") from None
+                           f"in a row, the last with: {last}; see {Path(self.project_dir) / CSV_FILE}.") from None
 
 
 def _prepare(trial_dir: Path, settings: dict, parent_dir: Path | None) -> bool:

@@ -49,6 +49,7 @@ class ExperimentSettings:
     finetune_lr: float | None = None
     image_size: int | None = None
     classes: str | None = None
+    train_images: int | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
     seed: int = 0
@@ -103,6 +104,8 @@ HELP = {
     "image_size": "zoo backbones: images are resized to this side on the fly (default: 224; 64 or 96 make CPU "
                   "runs feasible)",
     "classes": "train on these classes only: names or indices, comma-separated (e.g. 0,1,2,3,4)",
+    "train_images": "train on a seeded random sample of this many training images (validation and test stay "
+                    "whole): quick runs, small-data transfer learning",
     "optimizer": "optimizer: adam or sgd (sgd uses momentum 0.9)",
     "lr": "learning rate",
     "seed": "random seed for the split, the batch order and the initial weights",
@@ -257,6 +260,8 @@ def validate(s: ExperimentSettings) -> None:
     if s.finetune_lr is not None and s.finetune_lr <= 0:
         raise LabError(f"finetune-lr must be positive, got {s.finetune_lr}.")
     _validate_transfer(s)
+    if s.train_images is not None and s.train_images < 1:
+        raise LabError(f"train-images must be at least 1, got {s.train_images}.")
     if s.gpus is not None and s.gpus < 0:
         raise LabError(f"gpus must be 0 or more, got {s.gpus}.")
 

@@ -14,30 +14,23 @@ to protect, so nothing is frozen: every layer trains from random initialisation 
 baseline), and --finetune-epochs only adds a phase at the lower learning rate.
 
 The "backbone" of a project model (lab.models) is every layer but the final Dense; its blocks are the
-conv blocks of its spec, then the dense block under the head (see spec_blocks).
+conv blocks of its spec, then the dense block under the head (see spec_blocks). Where the initial
+weights come from, and what becomes of the head: lab/weights.py.
 """
 from __future__ import annotations
 
 import json
 import math
-import socket
-import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab import architectures as A
-from lab.io import write_json_atomic
 from lab.backbones import is_backbone
 from lab.errors import LabError
+from lab.io import write_json_atomic
 
 FEATURE_EXTRACTION, FINE_TUNING, FROM_SCRATCH = "feature extraction", "fine-tuning", "from scratch"
-BEST_CHECKPOINT = {"lightning": "checkpoints/best.ckpt", "keras": "checkpoints/best.keras"}
 PHASES_FILE = "phases.json"
-FORMATS = {"lightning": ("torch",), "keras": ("keras", "hdf5")}
-FORMAT_NAMES = {"torch": "a PyTorch file", "keras": "a Keras model file", "hdf5": "a Keras HDF5 weights file"}
-ACCEPTED = {"lightning": "a PyTorch checkpoint (.ckpt from a Lightning run, or a .pth state dict)",
-            "keras": "a Keras checkpoint (.keras from a Keras run) or a keras.applications .h5 weights file"}
 
 
 def is_pretrained(settings) -> bool:
@@ -138,104 +131,6 @@ def spec_blocks(spec: list[A.Layer]) -> list[list[int]]:
 
 
 @dataclass(frozen=True)
-class WeightsSource:
-    kind: str  # "none", "imagenet" or "file"
-    path: Path | None = None
-    format: str | None = None  # "torch", "keras" or "hdf5" for files
-
-    def describe(self) -> str:
-        return {"none": "none (random initialisation)", "imagenet": "imagenet"}.get(self.kind, str(self.path))
-
-
-def resolve_weights(weights: str | None, backend: str, model: str) -> WeightsSource:
-    """Where --weights points, checked: LabError for a missing file or one this backend cannot read."""
-    text = str(weights or "none").strip()
-    if text.lower() == "none":
-        return WeightsSource("none")
-    if text.lower() == "imagenet":
-        if not is_backbone(model):
-            raise LabError(f"--weights imagenet is for the zoo backbones (resnet, mobilenet, efficientnet), "
-                           f"not {model}; give a checkpoint of an earlier run or none.")
-        return WeightsSource("imagenet")
-    path = _checkpoint_path(Path(text), backend)
-    fmt = checkpoint_format(path)
-    if fmt not in FORMATS[backend]:
-        raise LabError(f"--weights {path} is {FORMAT_NAMES[fmt]}, which the {backend} trainer cannot load; "
-                       f"give it {ACCEPTED[backend]}.")
-    return WeightsSource("file", path, fmt)
-
-
-def _checkpoint_path(path: Path, backend: str) -> Path:
-    if not path.exists():
-        raise LabError(f"--weights {path} does not exist; give a checkpoint file, a run folder, imagenet or none.")
-    if not path.is_dir():
-        return path
-    best = path / BEST_CHECKPOINT[backend]
-    if best.is_file():
-        return best
-    other = [b for b, name in BEST_CHECKPOINT.items() if b != backend and (path / name).is_file()]
-    why = f"it is a {other[0]} run" if other else f"it has no {BEST_CHECKPOINT[backend]}"
-    raise LabError(f"--weights {path} is a folder, but not a finished {backend} run ({why}); "
-                   f"give a {backend} run folder or a checkpoint file.")
-
-
-def checkpoint_format(path: Path) -> str:
-    """'torch', 'keras' or 'hdf5', read from the file's content; LabError for anything else."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head == b"\x89HDF\r\n\x1a\n":
-        return "hdf5"
-    if head[:1] == b"\x80":  # torch's legacy (pickle) format
-        return "torch"
-    if head[:4] == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except zipfile.BadZipFile:
-            names = []
-        if any(name.endswith("data.pkl") for name in names):
-            return "torch"
-        if "config.json" in names and any(name.endswith(".weights.h5") for name in names):
-            return "keras"
-    raise LabError(f"--weights {path} is not a checkpoint (neither a PyTorch nor a Keras weights file); "
-                   "give a .ckpt/.pth or .keras/.h5 file, a run folder, imagenet or none.")
-
-
-@contextmanager
-def download_timeout(seconds: float = 60):
-    """A network that hangs fails after `seconds` instead of never (the frameworks' downloads set none)."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def head_status(source_classes: int | None, classes: int, loaded: bool = False) -> str:
-    """What became of the classification head when the weights were loaded."""
-    if loaded:
-        return f"loaded from the weights ({classes} classes)"
-    if source_classes is None:
-        return "new (random initialisation)"
-    return f"replaced: the weights have {source_classes} classes, this run {classes}"
-
-
-def mismatch_sentence(missing: list[str], unexpected: list[str], wrong: list[tuple[str, tuple, tuple]]) -> str:
-    """The end of a LabError about weights of another architecture (after "--weights PATH ")."""
-    parts = []
-    if wrong:
-        name, theirs, ours = wrong[0]
-        parts.append(f"{len(wrong)} differ in shape (first: {name} is {theirs} in the file, {ours} here)")
-    if missing:
-        parts.append(f"{len(missing)} of this network's are missing from the file (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} in the file are not in this network (e.g. {unexpected[0]})")
-    return (f"holds weights for another architecture: {'; '.join(parts)}; give weights saved by the same "
-            "--model with the same size settings.")
-
-
-@dataclass(frozen=True)
 class PhaseStats:
     """What the backend measures at the end of a phase."""
 
@@ -244,17 +139,29 @@ class PhaseStats:
     test_acc: float
 
 
-def save_phase_stats(run_dir: Path, index: int, stats: PhaseStats) -> None:
-    """Kept in the run folder, so a resumed run still reports the phases it finished before."""
-    saved = {str(i): vars(s) for i, s in load_phase_stats(run_dir).items()}
-    write_json_atomic(Path(run_dir) / PHASES_FILE, {**saved, str(index): vars(stats)})
+class TransferLog:
+    """The run's transfer details and finished phases, kept in the run folder so a resumed run reports them too."""
 
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / PHASES_FILE
+        saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.details: dict = saved.get("details", {})
+        self.stats = {int(i): PhaseStats(**s) for i, s in saved.get("phases", {}).items()}
 
-def load_phase_stats(run_dir: Path) -> dict[int, PhaseStats]:
-    path = Path(run_dir) / PHASES_FILE
-    if not path.is_file():
-        return {}
-    return {int(i): PhaseStats(**s) for i, s in json.loads(path.read_text()).items()}
+    def set_details(self, details: dict) -> None:
+        self.details = details
+        self._save()
+
+    def finish_phase(self, index: int, stats: PhaseStats) -> None:
+        self.stats[index] = stats
+        self._save()
+
+    def _save(self) -> None:
+        write_json_atomic(self.path, {"details": self.details,
+                                      "phases": {str(i): vars(s) for i, s in self.stats.items()}})
+
+    def summary(self, phases: list[Phase], history: list[dict]) -> dict:
+        return summarize(phases, self.stats, history, self.details)
 
 
 def summarize(phases: list[Phase], stats: dict[int, PhaseStats], history: list[dict], details: dict) -> dict:

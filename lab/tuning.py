@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from datamodules import load_splits
+from datamodules import DataSplits, ImageSet, load_splits
 from lab.errors import LabError
 from lab.io import write_json_atomic, write_text_atomic
 from lab.search_space import Constraint, SearchSpace, overrides_of, trial_settings
 from lab.settings import ExperimentSettings, make_settings
-from lab.tuning_results import SUMMARY_FILE, best_rows, print_best, summary_markdown
+from lab.tuning_results import CSV_FILE, PROJECT, SUMMARY_FILE, best_rows, print_best, summary_markdown
 
 TUNERS = ("random", "hyperband", "bayesian")
 TUNER_CLASSES = {"lightning": ("lightning_modules.tuning", "LightningTuner"),
                  "keras": ("keras_models.tuning", "KerasTuner")}
-PROJECT = "tuning"  # as lab.search_engine.PROJECT, which imports keras-tuner
 SEARCH_FILE, FINAL_FILE = "search.json", "final.json"
 BASELINE = "first_cnn"
 
@@ -37,6 +37,8 @@ class SearchOptions:
     patience: int = 3
     epochs: int | None = None  # of the retrained best and of first_cnn; None: max_epochs
     max_params: int | None = 2_000_000
+    trial_fraction: float = 1.0  # of the training images each trial trains on
+    time_budget: float | None = None  # minutes of search in this session; no trial starts that would overrun
     space: SearchSpace = field(default_factory=SearchSpace)
     overwrite: bool = False
     retrain: bool = True
@@ -52,6 +54,8 @@ class SearchOutcome:
     folder: Path
     trials_run: int
     rows: list[dict]
+    search_s: float = 0.0  # wall time of the search in this session
+    retrain_s: float = 0.0  # wall time of retraining the best and first_cnn
     best_run: Path | None = None
     baseline_run: Path | None = None
     comparison: Path | None = None
@@ -76,19 +80,24 @@ def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
     splits = load_splits(base.dataset, base.data_dir, base.seed, base.val_fraction, classes=base.classes)
     constraint = Constraint(splits.input_shape, splits.num_classes, opts.max_params)
     constraint.check_space(opts.space)
-    tuner = _make_tuner(base, opts, splits, constraint, folder)
+    tuner = _make_tuner(base, opts, trial_splits(splits, opts.trial_fraction), constraint, folder)
     write_json_atomic(folder / SEARCH_FILE, definition)
+    started = time.monotonic()
+    if opts.time_budget:
+        tuner.deadline = started + 60 * opts.time_budget
     tuner.search_until_done()
     rows = tuner.rows()
     tuner.write_csv()
-    _announce(tuner.trials_run, rows, folder, opts)
-    outcome = SearchOutcome(folder, tuner.trials_run, rows)
+    outcome = SearchOutcome(folder, tuner.trials_run, rows, search_s=time.monotonic() - started)
+    _announce(outcome, tuner.stopped_for_time, opts)
     if not best_rows(rows, 1):
-        raise LabError(f"no trial of the search finished; see why in {folder / 'trials.csv'} (column message).")
+        raise LabError(f"no trial of the search finished; see why in {folder / CSV_FILE} (column message).")
     print_best(rows, opts.top, f"{opts.backend}: the best trials by validation accuracy")
     _write_summary(folder, base, opts, rows, [])
     if opts.retrain:
+        started = time.monotonic()
         _retrain(base, opts, outcome)
+        outcome.retrain_s = time.monotonic() - started
     print(f"summary: {folder / SUMMARY_FILE}\nTensorBoard: tensorboard --logdir {folder.parents[1]}")
     return outcome
 
@@ -102,6 +111,19 @@ def check_options(opts: SearchOptions) -> None:
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}.")
+    if opts.time_budget is not None and opts.time_budget <= 0:
+        raise LabError(f"time-budget must be a positive number of minutes, got {opts.time_budget:g}.")
+    if not 0 < opts.trial_fraction <= 1:
+        raise LabError(f"trial-fraction must be in (0, 1], got {opts.trial_fraction}.")
+
+
+def trial_splits(splits: DataSplits, fraction: float) -> DataSplits:
+    """The trials' data: the first `fraction` of the training images (the split is shuffled already);
+    validation and test stay whole."""
+    if fraction >= 1:
+        return splits
+    keep = max(1, round(len(splits.train) * fraction))
+    return replace(splits, train=ImageSet(splits.train.images[:keep], splits.train.labels[:keep]))
 
 
 def _definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
@@ -109,6 +131,7 @@ def _definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
     keep = ("dataset", "data_dir", "classes", "seed", "val_fraction")
     definition = {"backend": opts.backend, "tuner": opts.tuner, **{k: getattr(base, k) for k in keep},
                   "max_epochs": opts.max_epochs, "patience": opts.patience, "max_params": opts.max_params,
+                  "trial_fraction": opts.trial_fraction,
                   "space": opts.space.to_dict()}
     return json.loads(json.dumps(definition))
 
@@ -137,14 +160,18 @@ def _make_tuner(base, opts: SearchOptions, splits, constraint: Constraint, folde
     return tuner_class(oracle, opts.space, base, splits, plan, opts.patience, folder.parent, opts.overwrite)
 
 
-def _announce(trials_run: int, rows: list[dict], folder: Path, opts: SearchOptions) -> None:
-    if trials_run == 0 and rows:
+def _announce(outcome: SearchOutcome, stopped_for_time: bool, opts: SearchOptions) -> None:
+    folder, rows = outcome.folder, outcome.rows
+    if outcome.trials_run == 0 and rows and not stopped_for_time:
         print(f"\nThe search in {folder} had already finished ({len(rows)} trials); its results follow. "
               "Raise --max-trials to run more trials, or add --overwrite to start afresh.")
-    else:
-        print(f"\nSearch finished: {trials_run} trial(s) run now, {len(rows)} in all; every trial: "
-              f"{folder / 'trials.csv'}")
-    if len(rows) < opts.max_trials and opts.tuner != "hyperband":
+        return
+    state = "stopped" if stopped_for_time else "finished"
+    print(f"\nSearch {state}: {outcome.trials_run} trial(s) run now in {outcome.search_s / 60:.1f} min, "
+          f"{len(rows)} in all; every trial: {folder / CSV_FILE}")
+    if stopped_for_time:
+        print(f"The time budget of {opts.time_budget:g} min is spent; run the same command again to continue.")
+    elif len(rows) < opts.max_trials and opts.tuner != "hyperband":
         print(f"keras-tuner found no untried configuration after {len(rows)} trials: the space is exhausted.")
 
 
@@ -198,9 +225,16 @@ def _retrain_lines(best: dict, outcome: SearchOutcome, opts: SearchOptions) -> l
 
 def _write_summary(folder: Path, base: ExperimentSettings, opts: SearchOptions, rows: list[dict],
                    footer: list[str]) -> Path:
+    cap = f"{opts.max_params:,}" if opts.max_params else "any number of"
     header = [f"# Search {search_name(base)} ({opts.backend})", "",
-              f"{opts.tuner} search with keras-tuner on {base.dataset} (seed {base.seed}): at most {opts.max_trials} "
-              f"trials of up to {opts.max_epochs} epochs, early stopping after {opts.patience} epochs without "
-              f"progress in validation accuracy, models up to {f'{opts.max_params:,}' if opts.max_params else 'any number of'} parameters.", "",
+              f"{opts.tuner} search with keras-tuner on {base.dataset} (seed {base.seed}): at most "
+              f"{opts.max_trials} trials of up to {opts.max_epochs} epochs on {opts.trial_fraction:.0%} of the "
+              f"training images, early stopping after {opts.patience} epochs without progress in validation "
+              f"accuracy, models up to {cap} parameters.", "",
               f"Search space (model cnn): {opts.space.describe()}."]
+    best = best_rows(rows, 1)
+    if best:
+        flags = " ".join(f"--{k.replace('_', '-')} {str(v).lower()}" for k, v in overrides_of(best[0]).items())
+        header += ["", f"The best configuration as a normal run: `python train_{opts.backend}.py --dataset "
+                       f"{base.dataset} {flags} --epochs {opts.final_epochs}`"]
     return write_text_atomic(folder / SUMMARY_FILE, summary_markdown(rows, opts.top, header, footer))

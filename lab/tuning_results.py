@@ -13,6 +13,7 @@ from lab.io import write_text_atomic
 from lab.report import markdown_table
 from lab.search_space import NAMES
 
+PROJECT = "tuning"  # OUT/<name>/<backend>/tuning: keras-tuner's state, the trial folders, these files
 CSV_FILE, SUMMARY_FILE = "trials.csv", "summary.md"
 OBJECTIVE = "val_acc"
 METRICS = ("val_acc", "val_loss", "best_epoch", "epochs_run", "time_s", "params")

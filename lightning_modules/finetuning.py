@@ -38,9 +38,9 @@ class PhaseFinetuning(BaseFinetuning):
 
     def freeze_before_training(self, pl_module) -> None:
         # A resumed run restores the optimizer of its last finished epoch: set up that epoch's phase.
-        self.apply(self.phases[phase_at(self.phases, max(self.epochs_done - 1, 0))])
+        self.set_phase(self.phases[phase_at(self.phases, max(self.epochs_done - 1, 0))])
 
-    def apply(self, phase: Phase) -> list[nn.Module]:
+    def set_phase(self, phase: Phase) -> list[nn.Module]:
         """Freeze or unfreeze each block for `phase`; returns the modules that train in it."""
         training = []
         for index, block in enumerate(self.tnet.blocks):
@@ -53,7 +53,7 @@ class PhaseFinetuning(BaseFinetuning):
     def finetune_function(self, pl_module, epoch: int, optimizer: torch.optim.Optimizer) -> None:
         for phase in self.phases[1:]:
             if epoch == phase.start and epoch >= self.epochs_done:
-                modules = self.apply(phase)
+                modules = self.set_phase(phase)
                 for group in optimizer.param_groups:
                     group["lr"] = phase.lr
                 optimizer.state.clear()

@@ -47,14 +47,15 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
     trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, logger, extra_callbacks))
     ckpt = _resume_checkpoint(run_dir) if resume else None
     trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
-    return Outcome(
-        test_logits=predict_logits(module, splits.test.images, trainer.strategy.root_device),
-        params=count_params(module.net),
-        record=record,
-        device=_describe(plan),
-        log_images=lambda images: _log_images(logger, images, len(record.history)),
-        log_hparams=lambda hparams, metrics: _log_hparams(logger, hparams, metrics),
-    )
+    return outcome(predict_logits(module, splits.test.images, trainer.strategy.root_device), module, record, plan,
+                   logger)
+
+
+def outcome(test_logits: np.ndarray, module: ImageClassifier, record: RunRecord, plan: DevicePlan,
+            logger: TensorBoardLogger, extra: dict | None = None) -> Outcome:
+    return Outcome(test_logits=test_logits, params=count_params(module.net), record=record, device=_describe(plan),
+                   log_images=lambda images: _log_images(logger, images, len(record.history)),
+                   log_hparams=lambda hparams, metrics: _log_hparams(logger, hparams, metrics), extra=extra)
 
 
 def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, logger,

@@ -17,14 +17,13 @@ from lab.devices import DevicePlan
 from lab.metrics import accuracy
 from lab.outcome import Outcome
 from lab.recording import RunRecord
-from lab.transfer import (PhaseStats, load_phase_stats, plan_phases, resolve_weights, save_phase_stats,
-                          summarize)
+from lab.transfer import PhaseStats, TransferLog, plan_phases
+from lab.weights import resolve_weights
 from lightning_modules.components import count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferNet, build_transfer_net
 from lightning_modules.finetuning import PhaseFinetuning, TransferClassifier
-from lightning_modules.training import (_describe, _log_hparams, _log_images, _resume_checkpoint, _trainer_args,
-                                        predict_logits)
+from lightning_modules.training import _resume_checkpoint, _trainer_args, outcome, predict_logits
 from lightning_modules.weights import load_initial_weights
 
 
@@ -33,17 +32,19 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     source = resolve_weights(settings.weights, "lightning", settings.model)
     tnet = build_transfer_net(settings, splits)
-    head = load_initial_weights(tnet, source)
+    ckpt = _resume_checkpoint(run_dir) if resume else None
+    log = TransferLog(run_dir)
+    if ckpt is None:  # a resumed run continues from its checkpoint instead
+        log.set_details(_details(settings, source, tnet, load_initial_weights(tnet, source, splits.class_names)))
     module = TransferClassifier(tnet.net, splits.num_classes, settings.optimizer, settings.lr, build_augment(settings))
     if settings.save_augmented:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
     phases = plan_phases(settings, len(tnet.blocks))
-    ckpt = _resume_checkpoint(run_dir) if resume else None
     record = RunRecord(run_dir, len(splits.train))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
 
     def phase_end(index: int) -> None:
-        save_phase_stats(run_dir, index, _test(module, tnet, splits, trainer.strategy.root_device)[0])
+        log.finish_phase(index, _test(module, tnet, splits, trainer.strategy.root_device)[0])
         module.train()
 
     finetuning = PhaseFinetuning(tnet, phases, _epochs_done(ckpt), on_phase_end=phase_end)
@@ -51,18 +52,14 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
     trainer = pl.Trainer(**{**args, "max_epochs": phases[-1].end})
     trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
     stats, logits = _test(module, tnet, splits, trainer.strategy.root_device)
-    save_phase_stats(run_dir, len(phases) - 1, stats)
-    details = {"weights": source.describe(), "backbone": tnet.zoo_name or settings.model, "head": head,
-               "blocks": len(tnet.blocks), **({"image_size": image_size(settings)} if is_backbone(settings.model) else {})}
-    return Outcome(
-        test_logits=logits,
-        params=count_params(module.net),
-        record=record,
-        device=_describe(plan),
-        log_images=lambda images: _log_images(logger, images, len(record.history)),
-        log_hparams=lambda hparams, metrics: _log_hparams(logger, hparams, metrics),
-        extra=summarize(phases, load_phase_stats(run_dir), record.history, details),
-    )
+    log.finish_phase(len(phases) - 1, stats)
+    return outcome(logits, module, record, plan, logger, log.summary(phases, record.history))
+
+
+def _details(settings, source, tnet: TransferNet, head: str) -> dict:
+    zoo = {"image_size": image_size(settings)} if is_backbone(settings.model) else {}
+    return {"weights": source.describe(), "backbone": tnet.zoo_name or settings.model, "blocks": len(tnet.blocks),
+            "head": head, **zoo}
 
 
 def _test(module, tnet: TransferNet, splits: DataSplits, device) -> tuple[PhaseStats, np.ndarray]:

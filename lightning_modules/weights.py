@@ -11,17 +11,17 @@ import torch
 import torchvision
 
 from lab.errors import LabError
-from lab.transfer import WeightsSource, download_timeout, head_status, mismatch_sentence
+from lab.weights import WeightsSource, download_timeout, head_status, keeps_head, mismatch_sentence
 from lightning_modules.components.backbones import BackboneNet, TransferNet, ZOO_CLASSIFIER
 
 
-def load_initial_weights(tnet: TransferNet, source: WeightsSource) -> str:
+def load_initial_weights(tnet: TransferNet, source: WeightsSource, class_names) -> str:
     """Load the weights into tnet.net; returns what became of the head (lab.transfer.head_status)."""
     if source.kind == "none":
-        return head_status(None, None)
+        return head_status(None, class_names)
     path = imagenet_file(tnet.zoo_name) if source.kind == "imagenet" else source.path
     state = _network_state(read_state(path), tnet)
-    return _load(tnet, state, path)
+    return _load(tnet, state, path, class_names)
 
 
 def imagenet_file(name: str) -> Path:
@@ -64,7 +64,7 @@ def _network_state(state: dict, tnet: TransferNet) -> dict:
     return {f"backbone.{k}": v for k, v in state.items() if not k.startswith(classifier)}
 
 
-def _load(tnet: TransferNet, state: dict, path: Path) -> str:
+def _load(tnet: TransferNet, state: dict, path: Path, class_names) -> str:
     target = tnet.net.state_dict()
     head = _prefix(tnet.net, tnet.head)
     body = {k for k in target if not k.startswith(head)}
@@ -74,12 +74,12 @@ def _load(tnet: TransferNet, state: dict, path: Path) -> str:
     if body != given or wrong:
         raise LabError(f"--weights {path} {mismatch_sentence(sorted(body - given), sorted(given - body), wrong)}")
     source_head = {k: v for k, v in state.items() if k.startswith(head)}
-    fits = set(source_head) == {k for k in target if k.startswith(head)} and all(
-        v.shape == target[k].shape for k, v in source_head.items())
+    fits = keeps_head(path, class_names, set(source_head) == {k for k in target if k.startswith(head)} and all(
+        v.shape == target[k].shape for k, v in source_head.items()))
     merged = {**target, **{k: state[k] for k in body}, **(source_head if fits else {})}
     tnet.net.load_state_dict(merged, strict=True)
     classes = source_head.get(head + "weight")
-    return head_status(None if classes is None else len(classes), len(target[head + "weight"]), fits)
+    return head_status(None if classes is None else len(classes), class_names, fits, path)
 
 
 def _prefix(net: torch.nn.Module, module: torch.nn.Module) -> str:

@@ -240,3 +240,64 @@ def test_save_augmented_grid_is_linked_from_the_report(backend, tmp_path):
     grid = run_dir / "figures" / "augmented.png"
     assert png_to_array(grid).std() > 0
     assert '<img src="figures/augmented.png" />' in (run_dir / "report.md").read_text()
+
+
+# --- cifar_cnn, the model augmented in these labs ------------------------------------------------------------
+
+@pytest.mark.parametrize("width, depth, dense", [(32, 3, 128), (16, 3, 64), (8, 2, 32)])
+def test_cifar_cnn_has_equal_parameter_counts_on_rgb_images(width, depth, dense):
+    from keras_models.network import build_model, count_params as keras_params
+    from lab.architectures import infer
+    from lab.models import model_spec
+    from lightning_modules.components import build_network
+
+    settings = make_settings({"model": "cifar_cnn", "width": width, "depth": depth, "dense_units": dense})
+    spec = model_spec(settings, (32, 32, 3), 10)
+    expected = infer(spec, (32, 32, 3))[1]
+    assert count_params(build_network(spec, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)) == expected
+    assert keras_params(build_model(spec, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)) == expected
+    # BatchNorm's moving mean and variance: two convolutions per block, then the dense head
+    assert expected.non_trainable == 2 * (2 * sum(width * 2 ** b for b in range(depth)) + dense)
+
+
+# --- augment_compare.py ------------------------------------------------------------------------------------
+
+def test_augment_compare_runs_both_ways_on_both_backends(tmp_path, capsys):
+    import augment_compare
+
+    code = augment_compare.main(["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--crop-pad", "1",
+                                 "--flip", "false", "--out", str(tmp_path), "--config", str(_yaml(tmp_path))])
+    assert code == 0
+    runs = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("results.json"))
+    assert runs == [f"mlp-digits-{way}/{backend}/version_0/results.json"
+                    for way in ("aug", "noaug") for backend in ("keras", "lightning")]
+    table = (tmp_path / "comparisons" / "mlp-digits-augment" / "comparison.md").read_text()
+    assert "Train-val gap" in table and table.count(" pp |") == 4
+    assert (tmp_path / "comparisons" / "mlp-digits-augment" / "comparison_val_curves.png").is_file()
+    assert "mlp-digits-aug / keras" in capsys.readouterr().out
+
+
+def _yaml(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text("hidden: 16\n")
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--flip", "false", "--crop-pad", "0"], "no augmentation is selected"),
+    (["--crop-pad", "8"], "crop-pad 8"),
+    (["--backends", "jax"], "--backends must list"),
+    (["--epochs", "two"], "invalid int value"),
+])
+def test_augment_compare_refuses_bad_input_with_exit_code_2(args, message, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "augment_compare.py"
+    result = subprocess.run([sys.executable, str(script), "--dataset", "digits", *args, "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        next(line for line in result.stderr.splitlines() if message in line)]
+    assert not list(tmp_path.rglob("version_*"))

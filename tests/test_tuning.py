@@ -7,6 +7,7 @@ import lightning_modules.tuning  # noqa: F401  isort: skip
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,6 +173,13 @@ def test_hyperband_continues_a_trial_for_its_epoch_budget(backend, tmp_path):
         assert history[:start] == parent[:start]  # continued from the parent's checkpoint, not retrained
 
 
+def test_a_time_budget_stops_the_search_and_the_next_call_continues(tmp_path, capsys):
+    stopped = _search(tmp_path, "keras", max_trials=3, max_epochs=1, time_budget=0.01)
+    assert stopped.trials_run == 1  # a trial takes longer than the 0.6 s budget
+    assert "The time budget of 0.01 min is spent" in capsys.readouterr().out
+    assert _search(tmp_path, "keras", max_trials=3, max_epochs=1).trials_run == 2
+
+
 def test_the_best_is_retrained_and_compared_with_first_cnn(tmp_path, capsys):
     outcome = _search(tmp_path, "keras", max_trials=1, max_epochs=1, retrain=True)
     results = json.loads((outcome.best_run / "results.json").read_text())
@@ -214,7 +222,7 @@ def test_a_killed_search_continues_without_rerunning_finished_trials(tmp_path):
     assert [r["trial"] for r in _csv(folder)] == ["0"]
     finished = (folder / "trial_0" / "record.json").stat().st_mtime_ns
     out, err = _cli("tune_lightning.py", *args, cwd=tmp_path).communicate(timeout=300)
-    assert "Search finished: 1 trial(s) run now, 2 in all" in out, err[-2000:]
+    assert re.search(r"Search finished: 1 trial\(s\) run now in [\d.]+ min, 2 in all", out), err[-2000:]
     assert (folder / "trial_0" / "record.json").stat().st_mtime_ns == finished
     assert [(r["trial"], r["status"]) for r in _csv(folder)] == [("0", "COMPLETED"), ("1", "COMPLETED")]
 
@@ -228,6 +236,8 @@ def test_a_killed_search_continues_without_rerunning_finished_trials(tmp_path):
     (["--blocks", "4-5", "--padding", "valid", "--kernel-size", "5", "--pool", "true"],
      "no configuration of the search space builds a model for 8x8 images"),
     (["--max-epochs", "-1"], "max-epochs must be at least 1"),
+    (["--time-budget", "0"], "time-budget must be a positive number of minutes"),
+    (["--trial-fraction", "1.5"], "trial-fraction must be in (0, 1]"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(args, message, tmp_path):

@@ -1,0 +1,82 @@
+"""Cost of augmentation: median epoch time (train + validation) without and with it, on each backend.
+
+    python bench/augment_cost.py [--width 16] [--depth 3] [--epochs 3] [--train-images 9000] [--rounds 1]
+                                 [--flip true --crop-pad 4 --rotate 0 --color-jitter 0 --cutout 0]
+
+The project's own training (the same code as train_*.py) of cifar_cnn on CIFAR-10, on the first
+--train-images training images and a validation set cut in proportion; runs without and with
+augmentation alternate, so a change in the machine's load hits both alike. Target: <= 1.3x.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import common  # noqa: F401  (puts the project on the path)
+from common import steady
+from speed import project_times
+
+from datamodules import load_splits
+from datamodules.base import DataSplits, ImageSet
+from lab.augmentation import AugmentSpec
+from lab.settings import make_settings, parse_bool
+
+CIFAR = "/work/shared/data/cifar10-jpg.tar.gz"
+TARGET = 1.3
+
+
+def cut(splits: DataSplits, train_images: int) -> DataSplits:
+    """The first train_images training images and a validation set of the same share."""
+    keep_val = max(1, round(len(splits.val) * train_images / len(splits.train)))
+    part = lambda s, n: ImageSet(s.images[:n], s.labels[:n])  # noqa: E731
+    return DataSplits(splits.name, part(splits.train, train_images), part(splits.val, keep_val), splits.test,
+                      splits.class_names, splits.source, splits.mean, splits.std)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=CIFAR, help=f"the CIFAR-10 image folder or tar (default {CIFAR})")
+    parser.add_argument("--width", type=int, default=16, help="cifar_cnn width (default 16)")
+    parser.add_argument("--depth", type=int, default=3, help="cifar_cnn depth (default 3)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per training batch (default 128)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up (default 3)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs each way per backend (default 1)")
+    parser.add_argument("--train-images", type=int, default=9000, help="training images per epoch (default 9000)")
+    parser.add_argument("--backends", default="lightning,keras", help="backends to time (default lightning,keras)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="PyTorch CPU threads (default: its choice)")
+    parser.add_argument("--flip", type=parse_bool, default=True, help="random horizontal flip (default true)")
+    parser.add_argument("--crop-pad", type=int, default=4, help="pad-and-crop padding in pixels (default 4)")
+    parser.add_argument("--rotate", type=float, default=0.0, help="rotation range in degrees (default 0)")
+    parser.add_argument("--color-jitter", type=float, default=0.0, help="jitter strength (default 0)")
+    parser.add_argument("--cutout", type=int, default=0, help="cutout square size (default 0)")
+    args = parser.parse_args()
+    import pytorch_lightning  # noqa: F401  torch's compiler stack before TensorFlow: the other order can crash
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    augment = {"flip": args.flip, "crop_pad": args.crop_pad, "rotate": args.rotate,
+               "color_jitter": args.color_jitter, "cutout": args.cutout}
+    base = {"dataset": "folder", "data_dir": args.data_dir, "model": "cifar_cnn", "width": args.width,
+            "depth": args.depth, "batch_size": args.batch_size, "epochs": args.epochs, "accelerator": "cpu"}
+    splits = cut(load_splits("folder", args.data_dir), args.train_images)
+    plain = make_settings(base)
+    augmented = make_settings({**base, **augment})
+    spec = AugmentSpec.from_settings(augmented)
+    results = {}
+    for backend in [b.strip() for b in args.backends.split(",")]:
+        times = {"without": [], "with": []}
+        for _ in range(args.rounds):
+            for label, settings in (("without", plain), ("with", augmented)):
+                times[label].append(steady(project_times(backend, settings, splits)))
+        results[backend] = {label: statistics.median(t) for label, t in times.items()}
+    print(f"\ncifar_cnn width {args.width} depth {args.depth}, batch {args.batch_size}, {len(splits.train):,} "
+          f"training images; augmentation: {spec.describe()}; median epoch time after warm-up")
+    for backend, t in results.items():
+        ratio = t["with"] / t["without"]
+        print(f"  {backend:9s} without {t['without']:7.2f} s   with {t['with']:7.2f} s   ratio {ratio:.2f}x "
+              f"(target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Train a model pretrained-then-fine-tuned and the same model from scratch on each backend, then compare.
+
+    python transfer_compare.py --model mobilenet --weights imagenet --image-size 96 --epochs 3 \\
+        --finetune-epochs 3 --unfreeze 0.25 --dataset folder --data-dir /work/shared/data/cifar10-jpg.tar.gz
+
+    python transfer_compare.py --model cifar_cnn --width 16 --depth 2 --weights runs/cifar-first5 \\
+        --classes 5,6,7,8,9 --epochs 2 --finetune-epochs 3 --dataset folder --data-dir ...
+
+The pretrained side trains as train_<backend>.py would with these flags (--weights may name an experiment
+folder: each backend takes its latest finished run there). The from-scratch side is the same model with
+--weights none, every layer trainable at --lr, for the same --epochs + --finetune-epochs. Runs go to
+OUT/<experiment>-transfer/ and OUT/<experiment>-scratch/, the comparison to OUT/comparisons/<experiment>-transfer.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from lab.cli import run_command
+from lab.errors import LabError
+from lab.settings import ExperimentSettings, LabArgumentParser, add_setting_flags, make_settings, settings_from_args
+from lab.transfer import is_pretrained
+from lab.weights import resolve_weights
+
+BACKEND_NAMES = ("lightning", "keras")
+
+
+def build_parser() -> LabArgumentParser:
+    parser = LabArgumentParser(prog="transfer_compare.py", description=__doc__.splitlines()[0],
+                               argument_default=argparse.SUPPRESS)
+    parser.add_argument("--config", help="YAML file of settings (flags given on the command line win)")
+    add_setting_flags(parser, [f.name for f in fields(ExperimentSettings)])
+    parser.add_argument("--backends", default="lightning,keras",
+                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
+    return parser
+
+
+def plan(args: argparse.Namespace) -> tuple[list[str], str, list[ExperimentSettings]]:
+    """The backends, the experiment name, and the settings of the pretrained and the from-scratch runs."""
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not backends or any(b not in BACKEND_NAMES for b in backends):
+        raise LabError(f"--backends must list lightning and/or keras, got {args.backends!r}.")
+    base = settings_from_args(argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "backends"}))
+    if not is_pretrained(base):
+        raise LabError("give --weights (imagenet, a weights file or an earlier run) for the pretrained side; "
+                       "the from-scratch side is trained with --weights none by this command.")
+    for backend in backends:  # a missing checkpoint fails now, not after an hour of training
+        resolve_weights(base.weights, backend, base.model)
+    values = base.to_dict()
+    pretrained = make_settings({**values, "name": f"{base.experiment}-transfer"})
+    scratch = make_settings({**values, "weights": None, "epochs": base.epochs + base.finetune_epochs,
+                             "finetune_epochs": 0, "name": f"{base.experiment}-scratch"})
+    return list(dict.fromkeys(backends)), base.experiment, [pretrained, scratch]
+
+
+def summary(run_dirs: list[Path]) -> str:
+    """augment_compare's table of the runs, then each run's test accuracy at the end of each phase."""
+    from augment_compare import summary as runs_table
+    from lab.results import load_results
+
+    lines = [runs_table(run_dirs), "", "test accuracy at the end of each phase:"]
+    for run_dir in run_dirs:
+        results = load_results(run_dir)
+        phases = [f"{p['name']} {100 * p['test_acc']:.2f}%" for p in results["extra"].get("phases", [])
+                  if p.get("test_acc") is not None]
+        lines.append(f"  {results['experiment']} / {results['backend']}: {', '.join(phases) or 'one phase'}")
+    return "\n".join(lines)
+
+
+def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
+    """Parse the flags, train the runs, write the comparison: (run folders, compare_runs' answer)."""
+    from augment_compare import run_all
+    from lab.compare import compare_runs
+
+    args = build_parser().parse_args(argv)
+    backends, experiment, runs = plan(args)
+    run_dirs = run_all(backends, runs)
+    return run_dirs, compare_runs(run_dirs, Path(runs[0].out) / "comparisons" / f"{experiment}-transfer")
+
+
+def main(argv: list[str] | None = None) -> int:
+    code, result = run_command(lambda: compare(argv), "the finished runs are kept; run the command again to "
+                                                      "redo the comparison.")
+    if result:
+        run_dirs, written = result
+        print("\n" + summary(run_dirs))
+        print(f"\ncomparison: {written['markdown']}\ncurves:     {written['curves']}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

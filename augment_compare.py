@@ -81,18 +81,14 @@ def check_shapes(settings) -> None:
     check_settings(settings, splits.input_shape)
 
 
-def run_all(backends: list[str], settings_pair: list) -> list[Path]:
-    if "lightning" in backends:
-        import lightning_modules.training  # noqa: F401  torch before TensorFlow: the other order can crash
-    return [run_settings(backend, settings) for settings in settings_pair for backend in backends]
-
-
 def summary(run_dirs: list[Path]) -> str:
-    lines = [f"{'run':34s} {'test acc':>9s} {'time':>9s} {'train-val gap':>14s}"]
-    for run_dir in run_dirs:
-        row = run_row(run_dir, load_results(run_dir))
-        lines.append(f"{row['experiment'] + ' / ' + row['backend']:34s} {row['accuracy']:8.2f}% "
-                     f"{row['time_s']:8.1f}s {format_gap(row['gap'], ' pp'):>14s}")
+    rows = [run_row(run_dir, load_results(run_dir)) for run_dir in run_dirs]
+    names = [f"{row['experiment']} / {row['backend']}" for row in rows]
+    width = max(map(len, names + ["run"]))
+    lines = [f"{'run':{width}s} {'test acc':>9s} {'time':>9s} {'train-val gap':>14s}"]
+    for name, row in zip(names, rows):
+        lines.append(f"{name:{width}s} {row['accuracy']:8.2f}% {row['time_s']:8.1f}s "
+                     f"{format_gap(row['gap'], ' pp'):>14s}")
     return "\n".join(lines)
 
 
@@ -101,7 +97,7 @@ def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
     args = build_parser().parse_args(argv)
     backends, experiment, settings_pair = plan(args)
     check_shapes(settings_pair[1])
-    run_dirs = run_all(backends, settings_pair)
+    run_dirs = [run_settings(backend, settings) for settings in settings_pair for backend in backends]
     return run_dirs, compare_runs(run_dirs, Path(args.out) / "comparisons" / f"{experiment}-augment")
 
 

@@ -57,27 +57,27 @@ def plan(args: argparse.Namespace) -> tuple[list[str], str, list[ExperimentSetti
 
 
 def summary(run_dirs: list[Path]) -> str:
-    """augment_compare's table of the runs, then each run's test accuracy at the end of each phase."""
-    from augment_compare import summary as runs_table
+    """Each run's test accuracy and training time, and its test accuracy at the end of each phase."""
     from lab.results import load_results
 
-    lines = [runs_table(run_dirs), "", "test accuracy at the end of each phase:"]
+    lines = []
     for run_dir in run_dirs:
-        results = load_results(run_dir)
-        phases = [f"{p['name']} {100 * p['test_acc']:.2f}%" for p in results["extra"].get("phases", [])
+        r = load_results(run_dir)
+        phases = [f"{p['name']} {100 * p['test_acc']:.2f}%" for p in r["extra"].get("phases", [])
                   if p.get("test_acc") is not None]
-        lines.append(f"  {results['experiment']} / {results['backend']}: {', '.join(phases) or 'one phase'}")
+        lines.append(f"{r['experiment']} / {r['backend']}: test accuracy {100 * r['test']['accuracy']:.2f}% in "
+                     f"{r['timing']['total_s']:.1f}s" + (f" ({', '.join(phases)})" if phases else ""))
     return "\n".join(lines)
 
 
 def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
     """Parse the flags, train the runs, write the comparison: (run folders, compare_runs' answer)."""
-    from augment_compare import run_all
     from lab.compare import compare_runs
+    from lab.runner import run_settings
 
     args = build_parser().parse_args(argv)
     backends, experiment, runs = plan(args)
-    run_dirs = run_all(backends, runs)
+    run_dirs = [run_settings(backend, settings) for settings in runs for backend in backends]
     return run_dirs, compare_runs(run_dirs, Path(runs[0].out) / "comparisons" / f"{experiment}-transfer")
 
 

@@ -50,10 +50,9 @@ def main() -> None:
     parser.add_argument("--color-jitter", type=float, default=0.0, help="jitter strength (default 0)")
     parser.add_argument("--cutout", type=int, default=0, help="cutout square size (default 0)")
     args = parser.parse_args()
-    import pytorch_lightning  # noqa: F401  torch's compiler stack before TensorFlow: the other order can crash
-    import torch
-
     if args.torch_threads:
+        import torch
+
         torch.set_num_threads(args.torch_threads)
     augment = {"flip": args.flip, "crop_pad": args.crop_pad, "rotate": args.rotate,
                "color_jitter": args.color_jitter, "cutout": args.cutout}

@@ -30,7 +30,6 @@ TARGET = 0.75
 
 
 def probe(args) -> None:
-
     splits = load_splits("folder", args.data_dir)
     images, labels = splits.train.images[:args.batch_size], splits.train.labels[:args.batch_size]
     print(f"cifar_cnn, batch {args.batch_size}: median of {args.steps} timed training steps "
@@ -132,10 +131,9 @@ def main() -> int:
                         help="PyTorch CPU threads (default: PyTorch's choice); on a CPU shared with other jobs, "
                              "1 can be much faster than 2")
     args = parser.parse_args()
-    import pytorch_lightning  # noqa: F401  torch's compiler stack before TensorFlow: the other order can crash
-    import torch
-
     if args.torch_threads:
+        import torch
+
         torch.set_num_threads(args.torch_threads)
     if args.command == "probe":
         probe(args)

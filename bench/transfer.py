@@ -5,7 +5,8 @@ that sample for the same number of epochs.
     nice -n 5 python bench/transfer.py [--data-dir /work/shared/data/cifar10-jpg.tar.gz] [--pretrain-epochs 4]
         [--pretrain-images 8000] [--train-images 2000] [--epochs 1] [--finetune-epochs 3] [--out runs/bench-transfer]
 
-1. pretraining: train_<backend>.py --classes 0,1,2,3,4 --train-images P for --pretrain-epochs;
+1. pretraining: train_<backend>.py --classes 0,1,2,3,4 --train-images P for --pretrain-epochs (a finished
+   run of the same settings is reused);
 2. transfer_compare.py --weights <the pretraining experiment> --classes 5,6,7,8,9 --train-images N: feature
    extraction for --epochs, fine-tuning of every block for --finetune-epochs at lr / 10, against from scratch
    for --epochs + --finetune-epochs at lr.
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import common  # noqa: F401  (puts the project on the path)
 
 import lightning_modules.training  # noqa: F401  torch before TensorFlow: the other order can crash
 import transfer_compare
-from lab.results import load_results
+from lab.results import RESULTS_FILE, load_results
 from lab.runner import run_settings
+from lab.rundirs import versions
 from lab.settings import make_settings
 
 CIFAR = "/work/shared/data/cifar10-jpg.tar.gz"
@@ -45,7 +48,8 @@ def main() -> None:
     pretrain = make_settings({**common_flags, "classes": "0,1,2,3,4", "train_images": args.pretrain_images,
                               "epochs": args.pretrain_epochs, "name": "cifar-first5"})
     for backend in ("lightning", "keras"):
-        run_settings(backend, pretrain)
+        if not finished_run(pretrain, backend):
+            run_settings(backend, pretrain)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in common_flags.items()]
     run_dirs, written = transfer_compare.compare([
         *flags, f"--weights={args.out}/cifar-first5", "--classes=5,6,7,8,9", f"--train-images={args.train_images}",
@@ -53,6 +57,13 @@ def main() -> None:
         "--name=cifar-last5"])
     print(f"\n{report(run_dirs)}\n\ncomparison: {written['markdown']}\n"
           f"whole benchmark: {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def finished_run(settings, backend: str):
+    """A finished run of these very settings, to reuse (the pretraining is the longest part)."""
+    runs = [run for _, run in versions(Path(settings.out) / settings.experiment / backend)
+            if (run / RESULTS_FILE).is_file()]
+    return next((run for run in reversed(runs) if load_results(run)["hyperparameters"] == settings.to_dict()), None)
 
 
 def report(run_dirs) -> str:

@@ -12,7 +12,8 @@ from datamodules.registry import DATASETS, load_raw
 from datamodules.splits import make_splits
 from datamodules.subset import sample_train, select_classes
 
-__all__ = ["DATASETS", "DataSplits", "ImageSet", "RawDataset", "load_raw", "load_splits", "make_splits", "select_classes"]
+__all__ = ["DATASETS", "DataSplits", "ImageSet", "RawDataset", "load_raw", "load_splits", "make_splits", "sample_train",
+           "select_classes"]
 
 
 def load_splits(name: str, data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1,

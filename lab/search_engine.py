@@ -3,9 +3,6 @@
 A trial's hyperparameters become ExperimentSettings (lab.search_space), which the backend's own
 `train()` trains in OUT/<name>/<backend>/tuning/trial_<id>: the same checkpoints, record.json and
 TensorBoard tags as a normal run, plus the trial's HParams. A backend subclass only says how to train.
-
-Import this after the backend: torch (Lightning) must be imported before TensorFlow, which
-keras-tuner imports.
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Augmentation: one meaning (lab.augmentation) applied alike by both backends, on training batches only."""
 import numpy as np
 import pytest
-import torch  # before TensorFlow: importing torch's compiler stack after it can crash the process
+import torch
 
 from datamodules.base import ImageSet, RawDataset
+from datamodules.batching import train_batches, trained_images
 from datamodules.splits import make_splits
 from lab import augmentation as A
 from lab.errors import LabError
@@ -223,9 +224,9 @@ def test_cifar_cnn_trains_with_augmentation_on_training_batches_only(backend, tm
                         draws.append((n, int(step))) or _real_draw(spec, n, seed, step, size, rank))
     trainer = importlib.import_module(f"{'lightning_modules' if backend == 'lightning' else 'keras_models'}.training")
     outcome = trainer.train(settings, splits, tmp_path, resume=False, plan=trainer.configure_devices(settings))
-    steps = -(-len(splits.train) // 8)
+    trained = trained_images(len(splits.train), 8)
     # every training batch drawn for, nothing else (Keras may also prefetch from an iterator it discards)
-    assert set(draws) == {(min(8, len(splits.train) - 8 * s), s) for s in range(steps)}
+    assert set(draws) == {(min(8, trained - 8 * s), s) for s in range(train_batches(len(splits.train), 8))}
     assert accuracy(outcome.test_logits, splits.test.labels) > 0.4  # chance is 0.25
 
 

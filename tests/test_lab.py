@@ -46,7 +46,7 @@ def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys):
 
 def test_sections_are_parsed_and_bad_ones_refused():
     assert parse_sections("3,1") == ["mnist", "augmentation"]
-    assert parse_sections("all") == ["mnist", "cifar", "augmentation", "transfer"]
+    assert parse_sections("all") == ["mnist", "cifar", "augmentation"]
     with pytest.raises(LabError, match="no section"):
         parse_sections("5")
 

@@ -120,6 +120,40 @@ def test_a_pickled_module_is_refused_not_unpickled(tmp_path):
         torch_weights.read_state(path)
 
 
+def test_train_images_keeps_a_seeded_sample_and_the_whole_validation_and_test():
+    from datamodules import sample_train
+
+    splits = load_splits("digits")
+    small = sample_train(splits, 100, seed=3)
+    assert len(small.train) == 100 and len(small.val) == len(splits.val) and len(small.test) == len(splits.test)
+    assert np.array_equal(small.train.labels, sample_train(splits, 100, seed=3).train.labels)
+    assert len(set(small.train.labels.tolist())) == 10 and "100 of its" in small.source
+    assert sample_train(splits, None, 0) is splits
+
+
+def test_curves_mark_where_fine_tuning_starts():
+    from lab.plots import curves_figure
+
+    history = [{"epoch": e, "train/loss": 1.0, "val/loss": 1.0, "train/acc": 0.5, "val/acc": 0.5} for e in (1, 2, 3)]
+    lines = [line for ax in curves_figure(history, boundary=2).axes for line in ax.lines]
+    assert [line.get_xdata()[0] for line in lines if line.get_label() == "fine-tuning starts"] == [2.5, 2.5]
+    assert not any(line.get_label() == "fine-tuning starts" for ax in curves_figure(history).axes for line in ax.lines)
+
+
+def test_transfer_compare_plans_the_same_budget_from_scratch(pretrained, data_dir):
+    import transfer_compare
+
+    argv = ["--dataset", "folder", "--data-dir", str(data_dir), "--model", "cifar_cnn", "--epochs", "2",
+            "--finetune-epochs", "3", "--name", "x"]
+    with pytest.raises(LabError, match="give --weights"):
+        transfer_compare.plan(transfer_compare.build_parser().parse_args(argv))
+    args = transfer_compare.build_parser().parse_args(argv + ["--weights", str(pretrained["lightning"].parent.parent)])
+    backends, experiment, (fine_tuned, scratch) = transfer_compare.plan(args)
+    assert backends == BACKENDS and experiment == "x"
+    assert (fine_tuned.epochs, fine_tuned.finetune_epochs, fine_tuned.name) == (2, 3, "x-transfer")
+    assert (scratch.weights, scratch.epochs, scratch.finetune_epochs, scratch.name) == (None, 5, 0, "x-scratch")
+
+
 # --- zoo backbones -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model", BACKBONE_NAMES)
@@ -164,6 +198,26 @@ def test_torchvision_file_loads_into_the_backbone_and_refuses_another_architectu
                                                                    "mobilenet"), ("a", "b", "c"))
 
 
+def test_keras_h5_weights_file_loads_into_the_backbone_and_refuses_another_architecture(tmp_path):
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    def save(model, path):  # the layout of keras.applications' downloads
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        return str(path)
+    source = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                                 pooling="avg")
+    settings = make_settings({"model": "mobilenet", "image_size": 32, "weights": save(source, tmp_path / "m.h5")})
+    assert resolve_weights(settings.weights, "keras", "mobilenet").format == "hdf5"
+    parts = keras_backbones.build_transfer_model(settings, _fake_splits(2), settings.weights)
+    base = next(layer for layer in parts.model.layers if isinstance(layer, keras.Model))
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(base.weights, source.weights))
+    other = save(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]), tmp_path / "other.h5")
+    with pytest.raises(LabError, match="does not fit keras.applications.MobileNetV3Small"):
+        keras_backbones.build_transfer_model(settings, _fake_splits(2), other)
+
+
 # --- project checkpoints -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -195,6 +249,18 @@ def test_head_is_replaced_when_the_classes_differ(backend, pretrained, data_dir,
         body = len(ours) - 2  # the head is the last two tensors: weight and bias
         assert all(np.array_equal(a, b) for a, b in zip(ours[:body], theirs[:body]))
         assert np.array_equal(ours[-1], theirs[-1]) == kept
+
+
+def test_a_checkpoint_of_the_other_backend_is_refused(pretrained):
+    keras_run, torch_run = pretrained["keras"], pretrained["lightning"]
+    with pytest.raises(LabError, match="is a Keras model file, which the lightning trainer cannot load"):
+        resolve_weights(str(keras_run / "checkpoints" / "best.keras"), "lightning", "cifar_cnn")
+    with pytest.raises(LabError, match="is a PyTorch file, which the keras trainer cannot load"):
+        resolve_weights(str(torch_run / "checkpoints" / "best.ckpt"), "keras", "cifar_cnn")
+    with pytest.raises(LabError, match="it is a keras run"):
+        resolve_weights(str(keras_run), "lightning", "cifar_cnn")
+    assert resolve_weights(str(torch_run.parent.parent), "lightning", "cifar_cnn").path == (
+        torch_run / "checkpoints" / "best.ckpt")  # an experiment folder: its latest finished run
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -261,7 +327,8 @@ def test_interrupted_fine_tuning_resumes_as_if_never_stopped(backend, pretrained
 
 # --- end to end with a zoo backbone --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Keras traces MobileNetV3's training graph once per phase: a minute each on two CPU cores.
+@pytest.mark.parametrize("backend", ["lightning", pytest.param("keras", marks=pytest.mark.slow)])
 def test_zoo_backbone_two_phase_run(backend, data_dir, cache, tmp_path):
     settings = _settings(data_dir, tmp_path, model="mobilenet", image_size=32, classes="cat,dog", finetune_epochs=1)
     results = load_results(run_settings(backend, settings))

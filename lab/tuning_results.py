@@ -61,7 +61,9 @@ def best_rows(rows: list[dict], top: int) -> list[dict]:
 
 def _cells(rank: int, row: dict) -> list[str]:
     yes_no = {True: "yes", False: "no"}
-    return [str(rank), row["trial"], f"{100 * row['val_acc']:.2f}%", str(row["epochs_run"]), f"{row['time_s']:.1f}s",
+    start = row.get("tuner/initial_epoch") or 0  # a Hyperband continuation: its parent's epochs + its own
+    epochs = f"{start}+{row['epochs_run']}" if start else str(row["epochs_run"])
+    return [str(rank), row["trial"], f"{100 * row['val_acc']:.2f}%", epochs, f"{row['time_s']:.1f}s",
             f"{row['params']:,}", str(row["blocks"]), str(row["filters"]), str(row["kernel_size"]), row["padding"],
             yes_no[row["batch_norm"]], yes_no[row["pool"]], f"{row['dropout']:g}", str(row["dense_units"]),
             row["optimizer"], f"{row['lr']:g}", str(row["batch_size"])]

@@ -24,6 +24,11 @@ class TransferClassifier(ImageClassifier):
                 module.eval()
         return self
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning never calls train(): it only restores the modes it found before each validation. This
+        # hook runs after the callbacks', so after PhaseFinetuning has set this epoch's trainable layers.
+        self.train()
+
 
 class PhaseFinetuning(BaseFinetuning):
     """Sets which blocks train in each phase; at a boundary every parameter group takes the phase's learning
@@ -62,7 +67,6 @@ class PhaseFinetuning(BaseFinetuning):
                 new = [p for m in modules for p in m.parameters(recurse=False) if id(p) not in known]
                 if new:
                     optimizer.add_param_group({"params": new, "lr": phase.lr})
-                pl_module.train()  # BatchNorm modes follow the new trainable state
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         done = trainer.current_epoch + 1

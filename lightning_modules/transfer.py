@@ -43,9 +43,8 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
     record = RunRecord(run_dir, len(splits.train))
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
 
-    def phase_end(index: int) -> None:
+    def phase_end(index: int) -> None:  # the next epoch's start puts the module back in training mode
         log.finish_phase(index, _test(module, tnet, splits, trainer.strategy.root_device)[0])
-        module.train()
 
     finetuning = PhaseFinetuning(tnet, phases, _epochs_done(ckpt), on_phase_end=phase_end)
     args = _trainer_args(settings, plan, run_dir, record, logger, (finetuning, *extra_callbacks))

@@ -300,8 +300,6 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.xfail(reason="known bug: a two-phase run resumed across the phase boundary does not yet reproduce "
-                          "the uninterrupted training loss (seen on both backends)", strict=False)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_interrupted_fine_tuning_resumes_as_if_never_stopped(backend, pretrained, data_dir, tmp_path):
     """Killed in the middle of phase 2, the run continues with phase 2's trainable layers and optimizer.

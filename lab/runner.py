@@ -60,10 +60,20 @@ def run_settings(backend: str, settings, resume_dir: Path | None = None) -> Path
         outcome = trainer.train(settings, splits, run_dir, resume=resume_dir is not None, plan=plan)
     except LabError:  # e.g. --weights that do not fit: a new run leaves no half-written folder behind
         if resume_dir is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_new_run(run_dir)
         raise
     finish(backend, settings, splits, run_dir, outcome)
     return run_dir
+
+
+def _remove_new_run(run_dir: Path) -> None:
+    """The run's folder, and the experiment folders made for it when they are left empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: other runs live there
+            break
 
 
 def resolve_settings(backend: str, args):

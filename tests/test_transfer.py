@@ -270,7 +270,7 @@ def test_weights_of_another_architecture_are_refused(backend, pretrained, data_d
     settings = _settings(data_dir, tmp_path, classes="fox,owl", weights=str(pretrained[backend]), width=8)
     with pytest.raises(LabError, match="holds weights for another architecture.*differ in shape"):
         run_settings(backend, settings)
-    assert not (tmp_path / settings.experiment / backend / "version_0").exists()
+    assert not (tmp_path / settings.experiment).exists()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -19,10 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The lab's section 1 (first CNN, MLP baseline, keras-tuner improvement) on both backends, one report.
 demo: install
-	$(PY) train_lightning.py --dataset digits --epochs 5 --name demo
-	$(PY) train_keras.py --dataset digits --epochs 5 --name demo
-	$(PY) compare.py runs/demo
+	$(PY) run_lab.py --preset quick --mnist-dataset digits --sections 1 --out runs/demo
 
 test: install
 	$(PY) -m pytest -q

@@ -8,10 +8,11 @@ from datamodules import load_splits
 from lab.cli import run_command
 from lab.errors import LabError
 from lab.io import write_text_atomic
-from lab.lab_plan import PRESETS, SECTIONS, experiments, parse_sections
+from lab.lab_plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
 from lab.lab_report import BACKEND_TITLES, header, section_heading
 from lab.lab_runs import ensure_run
 from lab.lab_sections import RENDERERS
+from lab.lab_tuner import Search, tuned_run
 from lab.lab_versus import versus_part
 from lab.machine import machine_info
 from lab.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
@@ -56,28 +57,45 @@ def run_lab(args) -> Path:
     preset = PRESETS[args.preset]
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir}}
-    data_lines = _check_data(data, sections)
+    data_lines, cifar_classes = _check_data(data, sections)
     common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
               "devices": args.devices, "precision": args.precision}
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
+    searches: dict[str, Search] = {}  # section 1.4 per backend
     for section in sections:
-        for exp in experiments(section, preset, data["mnist"], data["cifar"]):
-            settings = make_settings({**exp.settings, **common, "name": f"{exp.key}-{exp.settings['dataset']}"})
+        for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes):
             for backend in backends:
+                done = runs[backend].setdefault(section, {})
+                weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
+                settings = make_settings({**exp.settings, **common, **weights,
+                                          "name": f"{exp.key}-{exp.settings['dataset']}"})
                 run_dir, what = ensure_run(backend, settings, args.rerun)
                 print(f"[{section}] {exp.label} on {backend}: {what} -> {run_dir}", flush=True)
-                runs[backend].setdefault(section, {})[exp.key] = run_dir
-    return write_report(Path(args.out), args.preset, sections, runs, data_lines)
+                done[exp.key] = run_dir
+        if section == "mnist":
+            searches = _tune(backends, {**first_cnn(preset, data["mnist"]), **common}, preset, args.rerun, runs)
+    return write_report(Path(args.out), args.preset, sections, runs, searches, data_lines)
 
 
-def write_report(out: Path, preset: str, sections: list[str], runs, data_lines: list[str]) -> Path:
+def _tune(backends: list[str], first_cnn_settings: dict, preset: dict, rerun: bool, runs) -> dict[str, Search]:
+    """Section 1.4 on each backend: the search, then its best model retrained next to the first CNN."""
+    searches = {}
+    for backend in backends:
+        searches[backend], run_dir, what = tuned_run(backend, first_cnn_settings, preset, rerun)
+        print(f"[mnist] tuned CNN on {backend}: {what} -> {run_dir}", flush=True)
+        runs[backend]["mnist"]["tuned_cnn"] = run_dir
+    return searches
+
+
+def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],
+                 data_lines: list[str]) -> Path:
     lines = header(machine_info(), preset, data_lines)
     for backend in runs:
         lines += [f"# {BACKEND_TITLES[backend]}", ""]
         for number, section in enumerate(SECTIONS.values(), start=1):
             if section in sections:
-                lines += [section_heading(number, section), "", *RENDERERS[section](backend, runs[backend][section], out),
-                          "", "<br><br>", ""]
+                part = RENDERERS[section](backend, runs[backend][section], out, searches.get(backend))
+                lines += [section_heading(number, section), "", *part, "", "<br><br>", ""]
     if len(runs) == 2:
         lines += versus_part(runs, sections, out)
     return write_text_atomic(out / REPORT_NAME, "\n".join(lines) + "\n")
@@ -91,14 +109,18 @@ def _backends(text: str) -> list[str]:
     return [b for b in BACKENDS if b in chosen]
 
 
-def _check_data(data: dict, sections: list[str]) -> list[str]:
-    """Load each dataset the sections need once, up front, so a missing one fails before any training."""
+def _check_data(data: dict, sections: list[str]) -> tuple[list[str], int]:
+    """Load each dataset the sections need once, up front, so a missing one fails before any training:
+    (the report's lines on the data used, the number of CIFAR classes)."""
     needed = {"mnist"} if "mnist" in sections else set()
     needed |= {"cifar"} if set(sections) - {"mnist"} else set()
-    lines = []
+    lines, cifar_classes = [], 10
     for part in sorted(needed):
         splits = load_splits(data[part]["dataset"], data[part]["data_dir"])
         lines.append(f"- {'Section 1' if part == 'mnist' else 'Sections 2-4'}: `{splits.name}` from "
                      f"{splits.source} ({len(splits.train):,} train, {len(splits.val):,} validation, "
                      f"{len(splits.test):,} test images, {splits.num_classes} classes)")
-    return lines
+        cifar_classes = splits.num_classes if part == "cifar" else cifar_classes
+    if "transfer" in sections:
+        class_halves(cifar_classes)  # too few classes fails now too
+    return lines, cifar_classes

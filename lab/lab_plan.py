@@ -4,20 +4,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lab.errors import LabError
+from lab.settings import ExperimentSettings
 
-# Section 4 (transfer learning) is not part of run_lab yet: run transfer_compare.py for it.
-SECTIONS = {"1": "mnist", "2": "cifar", "3": "augmentation"}
+SECTIONS = {"1": "mnist", "2": "cifar", "3": "augmentation", "4": "transfer"}
 TITLES = {"mnist": "Convolutional Neural Network on MNIST dataset",
           "cifar": "Convolutional Neural Network on CIFAR10 dataset",
-          "augmentation": "Data augmentation"}
+          "augmentation": "Data augmentation",
+          "transfer": "Transfer learning / fine-tuning on CIFAR10 dataset"}
+# Section 1.4's search space: the cnn model around the first CNN, sized for a CPU.
+TUNER_SPACE = {"blocks": "1-3", "filters": "16,32,64", "kernel_size": "3", "padding": "same",
+               "batch_norm": "true,false", "pool": "true", "dropout": "0.1,0.2,0.3,0.4", "dense_units": "64,128",
+               "optimizer": "adam", "lr": "0.0003,0.001,0.003", "batch_size": "32,64,128"}
 
 PRESETS = {
     # minutes on a CPU
-    "quick": {"mnist_epochs": 3, "cifar_epochs": 3, "width": 16, "depth": 2, "dense_units": 64,
-              "tuner_trials": 3, "tuner_epochs": 2, "finetune_epochs": 2, "augment": {"flip": True, "crop_pad": 2}},
+    "quick": {"mnist_epochs": 3, "cifar_epochs": 3, "cifar_train_images": 10000, "width": 16, "depth": 2,
+              "dense_units": 64, "tuner_trials": 3, "tuner_epochs": 2, "tuner_fraction": 0.5, "finetune_epochs": 2,
+              "augment": {"flip": True, "crop_pad": 2}},
     # the lab's settings
-    "full": {"mnist_epochs": 20, "cifar_epochs": 15, "width": 32, "depth": 3, "dense_units": 128,
-             "tuner_trials": 20, "tuner_epochs": 10, "finetune_epochs": 10,
+    "full": {"mnist_epochs": 20, "cifar_epochs": 15, "cifar_train_images": None, "width": 32, "depth": 3,
+             "dense_units": 128, "tuner_trials": 20, "tuner_epochs": 10, "tuner_fraction": 1.0, "finetune_epochs": 10,
              "augment": {"flip": True, "crop_pad": 4, "rotate": 10.0}},
 }
 
@@ -27,6 +33,7 @@ class Experiment:
     key: str  # e.g. "first_cnn"
     label: str  # as the report names it, e.g. "first CNN"
     settings: dict = field(default_factory=dict)
+    weights_from: str | None = None  # the key of an earlier experiment whose run (same backend) gives --weights
 
 
 def parse_sections(text: str) -> list[str]:
@@ -45,13 +52,15 @@ def parse_sections(text: str) -> list[str]:
     return [name for name in SECTIONS.values() if name in chosen]
 
 
-def experiments(section: str, preset: dict, mnist: dict, cifar: dict) -> list[Experiment]:
-    """The runs a section needs, as settings overrides (dataset settings included)."""
+def experiments(section: str, preset: dict, mnist: dict, cifar: dict, cifar_classes: int = 10) -> list[Experiment]:
+    """The runs a section needs, as settings overrides (dataset settings included). Section 1.4's tuned
+    model is not among them: it comes out of the search (lab.lab_tuner)."""
     if section == "mnist":
-        base = {**mnist, "epochs": preset["mnist_epochs"], "batch_size": 32}
-        return [Experiment("first_cnn", "first CNN", {**base, "model": "first_cnn"}),
-                Experiment("mlp", "MLP baseline", {**base, "model": "mlp", "hidden": 128, "layers": 2})]
+        cnn = first_cnn(preset, mnist)
+        return [Experiment("first_cnn", "first CNN", cnn),
+                Experiment("mlp", "MLP baseline", {**cnn, "model": "mlp", "hidden": 128, "layers": 2})]
     cifar_cnn = {**cifar, "model": "cifar_cnn", "epochs": preset["cifar_epochs"], "batch_size": 64,
+                 "train_images": preset["cifar_train_images"],
                  "width": preset["width"], "depth": preset["depth"], "dense_units": preset["dense_units"]}
     if section == "cifar":
         return [Experiment("cifar_cnn", "CIFAR-10 CNN", cifar_cnn)]
@@ -59,4 +68,34 @@ def experiments(section: str, preset: dict, mnist: dict, cifar: dict) -> list[Ex
         return [Experiment("cifar_cnn", "without augmentation", cifar_cnn),
                 Experiment("cifar_cnn_augmented", "with augmentation", {**cifar_cnn, **preset["augment"],
                                                                          "save_augmented": True})]
+    if section == "transfer":
+        return transfer_experiments(cifar_cnn, preset, cifar_classes)
     raise ValueError(f"unknown section {section!r}")
+
+
+def first_cnn(preset: dict, mnist: dict) -> dict:
+    """The lab's first CNN (batch 32), which the MLP baseline and section 1.4's tuned model match."""
+    return {**mnist, "model": "first_cnn", "epochs": preset["mnist_epochs"], "batch_size": 32}
+
+
+def class_halves(count: int) -> tuple[str, str]:
+    """The classes split in two disjoint halves, as --classes values: '0,1,2,3,4' and '5,6,7,8,9'."""
+    if count < 4:
+        raise LabError(f"section 4 pretrains on one half of the classes and fine-tunes on the other, so it needs "
+                       f"at least 4 classes; the CIFAR dataset given has {count}.")
+    first = count // 2
+    return ",".join(map(str, range(first))), ",".join(map(str, range(first, count)))
+
+
+def transfer_experiments(cifar_cnn: dict, preset: dict, cifar_classes: int) -> list[Experiment]:
+    """No ImageNet weights offline, so the lab's transfer is between the two halves of CIFAR-10's classes:
+    pretrain on the first half, then fine-tune on the second against the same model from scratch, at the
+    same budget (1 epoch of feature extraction, then every block at the full rate: bench/RESULTS-transfer.md)."""
+    first, second = class_halves(cifar_classes)
+    target = {**cifar_cnn, "classes": second}
+    budget = 1 + preset["finetune_epochs"]
+    return [Experiment("pretrained", f"pretrained on classes {first}", {**cifar_cnn, "classes": first}),
+            Experiment("fine_tuned", "fine-tuned", {**target, "epochs": 1, "finetune_epochs": preset["finetune_epochs"],
+                                                   "unfreeze": "all", "finetune_lr": target.get("lr", ExperimentSettings.lr)},
+                       weights_from="pretrained"),
+            Experiment("from_scratch", "from scratch", {**target, "epochs": budget})]

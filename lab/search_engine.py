@@ -6,6 +6,7 @@ TensorBoard tags as a normal run, plus the trial's HParams. A backend subclass o
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from functools import partial
@@ -15,6 +16,7 @@ import keras_models  # noqa: F401  (loads TensorFlow safely beside PyTorch, see 
 import keras_tuner as kt
 
 from lab.errors import LabError
+from lab.io import write_text_atomic
 from lab.outcome import Outcome
 from lab.recording import RECORD_FILE
 from lab.rundirs import SETTINGS_FILE, load_settings, save_settings
@@ -46,15 +48,26 @@ class _Feasible:
         return response
 
 
-class RandomOracle(_Feasible, kt.oracles.RandomSearchOracle):
+class _AtomicSaves:
+    """Oracle mixin: keras-tuner writes oracle.json and each trial.json in place, so a search killed
+    mid-write leaves a truncated file that the resumed search cannot read. Here they are written atomically."""
+
+    def save(self):
+        write_text_atomic(self._get_oracle_fname(), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial):
+        write_text_atomic(Path(self._get_trial_dir(trial.trial_id)) / KT_TRIAL_FILE, json.dumps(trial.get_state()))
+
+
+class RandomOracle(_AtomicSaves, _Feasible, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOracle(_Feasible, kt.oracles.BayesianOptimizationOracle):
+class BayesianOracle(_AtomicSaves, _Feasible, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(_Feasible, kt.oracles.HyperbandOracle):
+class HyperbandOracle(_AtomicSaves, _Feasible, kt.oracles.HyperbandOracle):
     pass
 
 
@@ -124,6 +137,12 @@ class LabTuner(kt.Tuner):
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         self.write_csv()
+
+    def save(self):
+        """As keras-tuner's, but atomic (see _AtomicSaves)."""
+        if not self._is_worker():
+            self.oracle.save()
+        write_text_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
 
     def rows(self) -> list[dict]:
         return [trial_row(self.oracle.trials[trial_id], self.backend) for trial_id in self.oracle.start_order]

@@ -89,10 +89,19 @@ def print_best(rows: list[dict], top: int, title: str) -> None:
     Console().print(table)
 
 
-def summary_markdown(rows: list[dict], top: int, header: list[str], footer: list[str]) -> str:
-    best = [_cells(rank, row) for rank, row in enumerate(best_rows(rows, top), 1)]
+def best_table(rows: list[dict], top: int) -> str:
+    """The best trials as a Markdown table, ranked by their best validation accuracy."""
+    return markdown_table(BEST_COLUMNS, [_cells(rank, row) for rank, row in enumerate(best_rows(rows, top), 1)])
+
+
+def trial_counts(rows: list[dict]) -> str:
+    """E.g. '5 completed, 1 failed'."""
     counts = {status: sum(row["status"] == status for row in rows) for status in dict.fromkeys(r["status"] for r in rows)}
-    lines = [*header, "", "Trials: " + ", ".join(f"{n} {status.lower()}" for status, n in counts.items())
-             + f" (all of them in [{CSV_FILE}]({CSV_FILE})).", "", f"## The {len(best)} best trials", "",
-             "Ranked by their best validation accuracy.", "", markdown_table(BEST_COLUMNS, best), ""]
+    return ", ".join(f"{n} {status.lower()}" for status, n in counts.items())
+
+
+def summary_markdown(rows: list[dict], top: int, header: list[str], footer: list[str]) -> str:
+    lines = [*header, "", f"Trials: {trial_counts(rows)} (all of them in [{CSV_FILE}]({CSV_FILE})).", "",
+             f"## The {len(best_rows(rows, top))} best trials", "", "Ranked by their best validation accuracy.", "",
+             best_table(rows, top), ""]
     return "\n".join(lines + footer) + "\n"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lab.lab_main import main
-from lab.lab_plan import parse_sections
+from lab.lab_plan import PRESETS, class_halves, parse_sections
 from lab.errors import LabError
 
 
@@ -15,7 +15,7 @@ def _colour_tree(root, per_class=24, size=16):
 
     rng = np.random.default_rng(0)
     for part, count in (("train", per_class), ("test", per_class // 3)):
-        for label, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):
+        for label, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]):
             folder = root / part / f"class{label}"
             folder.mkdir(parents=True)
             for i in range(count):
@@ -25,16 +25,24 @@ def _colour_tree(root, per_class=24, size=16):
     return root
 
 
-def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys):
+TINY = {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width": 4, "depth": 1, "dense_units": 8, "tuner_trials": 2,
+        "tuner_epochs": 1, "tuner_fraction": 1.0, "finetune_epochs": 1, "augment": {"flip": True, "crop_pad": 2}}
+
+
+def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys, monkeypatch):
+    monkeypatch.setitem(PRESETS, "quick", TINY)
     data = _colour_tree(tmp_path / "colours")
     args = ["--preset", "quick", "--mnist-dataset", "digits", "--cifar-dataset", "folder", "--data-dir", str(data),
-            "--out", str(tmp_path / "lab"), "--sections", "1,2,3"]
+            "--out", str(tmp_path / "lab")]
     assert main(args) == 0
     report = (tmp_path / "lab" / "lab-report.md").read_text()
-    for heading in ("# Keras", "# PyTorch", "### 1.2. First CNN", "### 1.3. Comparison",
+    for heading in ("# Keras", "# PyTorch", "### 1.2. First CNN", "### 1.3. Comparison", "### 1.4. Model improvement",
                     "## 2. Convolutional Neural Network on CIFAR10", "## 3. Data augmentation",
+                    "## 4. Transfer learning / fine-tuning on CIFAR10", "#### Transfer learning",
                     "# Keras against PyTorch Lightning"):
-        assert heading in report
+        assert heading in report, heading
+    assert report.count("| tuned CNN |") == 2 and report.count("| fine-tuned (second half) |") == 2
+    assert "class0, class1" in report and "class2, class3" in report
     assert "| X |" not in report and "TODO" not in report and "nan" not in report
     assert "`digits`" in report and "`folder`" in report
     for link in re.findall(r'<img src="([^"]+)"', report):
@@ -46,9 +54,16 @@ def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys):
 
 def test_sections_are_parsed_and_bad_ones_refused():
     assert parse_sections("3,1") == ["mnist", "augmentation"]
-    assert parse_sections("all") == ["mnist", "cifar", "augmentation"]
+    assert parse_sections("all") == ["mnist", "cifar", "augmentation", "transfer"]
     with pytest.raises(LabError, match="no section"):
         parse_sections("5")
+
+
+def test_transfer_splits_the_classes_in_two_halves():
+    assert class_halves(10) == ("0,1,2,3,4", "5,6,7,8,9")
+    assert class_halves(5) == ("0,1", "2,3,4")
+    with pytest.raises(LabError, match="at least 4 classes"):
+        class_halves(3)
 
 
 def test_missing_data_fails_before_any_training(tmp_path, capsys):

@@ -4,7 +4,8 @@
 
 The ways: a hand-written PyTorch loop over preloaded tensors; the project's Lightning path; a bare
 Lightning Trainer (the project's module and batches, no callbacks, logger or progress bar: Lightning's
-own loop); plain Keras model.fit on arrays; the project's Keras path. Each round runs every way for --epochs epochs; the first epoch of each is warm-up and left out.
+own loop); plain Keras model.fit on arrays; the project's Keras path. Each round runs every way for
+--epochs epochs; the first epoch of each is warm-up and left out.
 Prints each way's median epoch time (train + validation) per round and the ratios the README records:
 project Lightning / hand-written loop, project Keras / plain Keras fit, each taken within a round (the
 two ways ran back to back) and then the median over the rounds, so a change in the machine's speed
@@ -88,7 +89,8 @@ def main() -> None:
                               "batch_size": 32, "model": "first_cnn", "gpus": args.gpus})
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction)
     ways = {
-        "hand-written PyTorch loop": lambda: hand_written_torch(settings, splits, args.epochs, _torch_device(settings))[0],
+        "hand-written PyTorch loop":
+            lambda: hand_written_torch(settings, splits, args.epochs, _torch_device(settings))[0],
         "project Lightning": lambda: project_times("lightning", settings, splits),
         "bare Lightning Trainer": lambda: bare_lightning_times(settings, splits),
         "plain Keras fit": lambda: plain_keras_fit(settings, splits, args.epochs),

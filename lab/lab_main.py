@@ -18,7 +18,8 @@ from lab.machine import machine_info
 from lab.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
 
 REPORT_NAME = "lab-report.md"
-BACKENDS = ("keras", "lightning")
+BACKENDS = ("keras", "lightning")  # the report's order
+TRAINING_ORDER = ("lightning", "keras")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,29 +63,31 @@ def run_lab(args) -> Path:
               "devices": args.devices, "precision": args.precision}
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
     searches: dict[str, Search] = {}  # section 1.4 per backend
-    for section in sections:
-        for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes):
-            for backend in backends:
-                done = runs[backend].setdefault(section, {})
-                weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
-                settings = make_settings({**exp.settings, **common, **weights,
-                                          "name": f"{exp.key}-{exp.settings['dataset']}"})
-                run_dir, what = ensure_run(backend, settings, args.rerun)
-                print(f"[{section}] {exp.label} on {backend}: {what} -> {run_dir}", flush=True)
-                done[exp.key] = run_dir
-        if section == "mnist":
-            searches = _tune(backends, {**first_cnn(preset, data["mnist"]), **common}, preset, args.rerun, runs)
+    # One backend at a time, PyTorch first: PyTorch trained measurably slower in a process where Keras had
+    # trained before (README, Benchmarks), while Keras after PyTorch did not.
+    for backend in sorted(backends, key=TRAINING_ORDER.index):
+        for section in sections:
+            runs[backend][section], search = _run_section(backend, section, preset, data, cifar_classes, common,
+                                                          args.rerun)
+            if search is not None:
+                searches[backend] = search
     return write_report(Path(args.out), args.preset, sections, runs, searches, data_lines)
 
 
-def _tune(backends: list[str], first_cnn_settings: dict, preset: dict, rerun: bool, runs) -> dict[str, Search]:
-    """Section 1.4 on each backend: the search, then its best model retrained next to the first CNN."""
-    searches = {}
-    for backend in backends:
-        searches[backend], run_dir, what = tuned_run(backend, first_cnn_settings, preset, rerun)
-        print(f"[mnist] tuned CNN on {backend}: {what} -> {run_dir}", flush=True)
-        runs[backend]["mnist"]["tuned_cnn"] = run_dir
-    return searches
+def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_classes: int, common: dict,
+                 rerun: bool) -> tuple[dict[str, Path], Search | None]:
+    """One section's experiments on one backend: (experiment key -> run folder, section 1.4's search)."""
+    done: dict[str, Path] = {}
+    for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes):
+        weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
+        settings = make_settings({**exp.settings, **common, **weights, "name": f"{exp.key}-{exp.settings['dataset']}"})
+        done[exp.key], what = ensure_run(backend, settings, rerun)
+        print(f"[{section}] {exp.label} on {backend}: {what} -> {done[exp.key]}", flush=True)
+    if section != "mnist":
+        return done, None
+    search, done["tuned_cnn"], what = tuned_run(backend, {**first_cnn(preset, data["mnist"]), **common}, preset, rerun)
+    print(f"[mnist] tuned CNN on {backend}: {what} -> {done['tuned_cnn']}", flush=True)
+    return done, search
 
 
 def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],
@@ -115,7 +118,7 @@ def _check_data(data: dict, sections: list[str]) -> tuple[list[str], int]:
     needed = {"mnist"} if "mnist" in sections else set()
     needed |= {"cifar"} if set(sections) - {"mnist"} else set()
     lines, cifar_classes = [], 10
-    for part in sorted(needed):
+    for part in (part for part in ("mnist", "cifar") if part in needed):
         splits = load_splits(data[part]["dataset"], data[part]["data_dir"])
         lines.append(f"- {'Section 1' if part == 'mnist' else 'Sections 2-4'}: `{splits.name}` from "
                      f"{splits.source} ({len(splits.train):,} train, {len(splits.val):,} validation, "

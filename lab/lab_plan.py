@@ -36,6 +36,15 @@ class Experiment:
     weights_from: str | None = None  # the key of an earlier experiment whose run (same backend) gives --weights
 
 
+def describe_preset(name: str) -> str:
+    """E.g. "`quick`: 3 epochs in section 1, 3 in sections 2-4 on 10,000 of the CIFAR-10 training images, ..."."""
+    p = PRESETS[name]
+    images = f" on {p['cifar_train_images']:,} of the CIFAR-10 training images" if p["cifar_train_images"] else ""
+    return (f"`{name}`: {p['mnist_epochs']} epochs in section 1, {p['cifar_epochs']} in sections 2-4{images}, "
+            f"a keras-tuner search of {p['tuner_trials']} trials of up to {p['tuner_epochs']} epochs on {p['tuner_fraction']:.0%} "
+            f"of the training images, {p['finetune_epochs']} fine-tuning epochs after 1 of feature extraction")
+
+
 def parse_sections(text: str) -> list[str]:
     """'1,3' or 'mnist,augmentation' or 'all' -> section names in the lab's order."""
     if text.strip() == "all":
@@ -93,9 +102,9 @@ def transfer_experiments(cifar_cnn: dict, preset: dict, cifar_classes: int) -> l
     same budget (1 epoch of feature extraction, then every block at the full rate: bench/RESULTS-transfer.md)."""
     first, second = class_halves(cifar_classes)
     target = {**cifar_cnn, "classes": second}
-    budget = 1 + preset["finetune_epochs"]
+    budget, lr = 1 + preset["finetune_epochs"], target.get("lr", ExperimentSettings.lr)
     return [Experiment("pretrained", f"pretrained on classes {first}", {**cifar_cnn, "classes": first}),
             Experiment("fine_tuned", "fine-tuned", {**target, "epochs": 1, "finetune_epochs": preset["finetune_epochs"],
-                                                   "unfreeze": "all", "finetune_lr": target.get("lr", ExperimentSettings.lr)},
+                                                   "unfreeze": "all", "finetune_lr": lr},
                        weights_from="pretrained"),
             Experiment("from_scratch", "from scratch", {**target, "epochs": budget})]

@@ -8,7 +8,7 @@ import numpy as np
 
 from lab.analysis import worst_classified
 from lab.compare import compare_runs, run_row
-from lab.lab_plan import TITLES
+from lab.lab_plan import TITLES, describe_preset
 from lab.machine import describe
 from lab.report import FIGURES_DIR, markdown_table, run_sections
 from lab.results import PREDICTIONS_FILE, load_results
@@ -63,7 +63,7 @@ def curves_figure(runs: list[Path], report_dir: Path, name: str) -> str:
 
 def header(machine: dict, preset: str, data_lines: list[str]) -> list[str]:
     return ["# Deep learning for computer vision lab: Keras and PyTorch Lightning", "",
-            f"Machine: {describe(machine)}", "", f"Preset: `{preset}`.", "", "Data actually used:", "",
+            f"Machine: {describe(machine)}", "", f"Preset {describe_preset(preset)}.", "", "Data actually used:", "",
             *data_lines, ""]
 
 

@@ -14,7 +14,11 @@ REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
 AUGMENTED_FIGURE = f"{FIGURES_DIR}/augmented.png"  # written during training by --save-augmented
 HYPER_COLUMNS = ("Batch Size", "Filters", "Kernel Size", "Stride", "Padding", "Loss", "Accuracy", "Time")
-HYPER_KEYS = ("batch_size", "filters", "kernel_size", "stride", "padding")
+# The lab's table is the first CNN's; other models show the settings that shape them instead.
+SHAPE_KEYS = {"first_cnn": ("filters", "kernel_size", "stride", "padding"), "mlp": ("hidden", "layers"),
+              "cifar_cnn": ("width", "depth", "dense_units"),
+              "cnn": ("blocks", "filters", "kernel_size", "padding", "batch_norm", "pool", "dropout", "dense_units")}
+ZOO_KEYS = ("image_size", "unfreeze")
 TRANSFER_COLUMNS = ("Phase", "Epochs", "Learning rate", "Trainable params", "Frozen params", "Val. accuracy",
                     "Test accuracy", "Time")
 WORST_COLUMNS = ("Rank", "Image idx", "Pred. cat.", "Act. cat.", "P(act.)")
@@ -45,10 +49,12 @@ def _num(value, fmt: str, unit: str = "") -> str:
 
 def hyperparameters_table(results: dict) -> str:
     hp, test = results["hyperparameters"], results["test"]
-    row = [_setting(hp.get(k)) for k in HYPER_KEYS]
+    keys = ("batch_size", *SHAPE_KEYS.get(hp.get("model"), ZOO_KEYS))
+    columns = [key.replace("_", " ").title() for key in keys] + ["Loss", "Accuracy", "Time"]
+    row = [_setting(hp.get(k)) for k in keys]
     row += [_num(test["loss"], ".4f"), _num(100 * test["accuracy"], ".2f", "%"),
             _num(results["timing"]["total_s"], ".2f", "s")]
-    return markdown_table(HYPER_COLUMNS, [row])
+    return markdown_table(columns, [row])
 
 
 def _prob(p: float) -> str:

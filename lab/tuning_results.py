@@ -96,7 +96,8 @@ def best_table(rows: list[dict], top: int) -> str:
 
 def trial_counts(rows: list[dict]) -> str:
     """E.g. '5 completed, 1 failed'."""
-    counts = {status: sum(row["status"] == status for row in rows) for status in dict.fromkeys(r["status"] for r in rows)}
+    statuses = dict.fromkeys(row["status"] for row in rows)
+    counts = {status: sum(row["status"] == status for row in rows) for status in statuses}
     return ", ".join(f"{n} {status.lower()}" for status, n in counts.items())
 
 

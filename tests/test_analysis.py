@@ -152,3 +152,11 @@ def test_report_with_few_and_no_misclassified(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "worst10" not in paths and not (tmp_path / "figures" / "worst10.png").exists()
     assert "All 3 test images were classified correctly" in report and "| Rank |" not in report
+
+
+def test_hyperparameters_table_shows_the_settings_that_shape_each_model():
+    results = fake_results()
+    results["hyperparameters"].update(model="cifar_cnn", width=16, depth=2, dense_units=64)
+    assert table_rows(hyperparameters_table(results), ("Batch Size", "Width", "Depth", "Dense Units", "Loss",
+                                                       "Accuracy", "Time")) == [
+        ["32", "16", "2", "64", "0.3152", "92.43%", "622.84s"]]

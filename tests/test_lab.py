@@ -25,8 +25,8 @@ def _colour_tree(root, per_class=24, size=16):
     return root
 
 
-TINY = {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width": 4, "depth": 1, "dense_units": 8, "tuner_trials": 2,
-        "tuner_epochs": 1, "tuner_fraction": 1.0, "finetune_epochs": 1, "augment": {"flip": True, "crop_pad": 2}}
+TINY = {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width": 4, "depth": 1, "dense_units": 8,
+        "tuner_trials": 2, "tuner_epochs": 1, "tuner_fraction": 1.0, "finetune_epochs": 1, "augment": {"flip": True, "crop_pad": 2}}
 
 
 def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys, monkeypatch):

@@ -15,6 +15,10 @@ class LightningRecorder(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         self.record.restore(epochs_done=trainer.current_epoch)
 
+    def on_fit_end(self, trainer, pl_module):
+        if not self.record.history:  # resumed with every epoch done (killed before its results): no training ran
+            self.record.restore(epochs_done=trainer.current_epoch)
+
     def on_train_epoch_start(self, trainer, pl_module):
         _synchronize(trainer)
         self.record.start_epoch()

@@ -50,15 +50,21 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
     if settings.save_augmented:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
     writer = tf.summary.create_file_writer(str(run_dir))
+    if first_epoch < settings.epochs:  # else resumed with every epoch done (killed before its results)
+        _fit(model, settings, splits, first_epoch, _callbacks(record, writer, run_dir / "checkpoints") +
+             list(extra_callbacks))
+    return outcome(model.predict(splits.test.images, batch_size=1024, verbose=0), model, record, plan, writer)
+
+
+def _fit(model: keras.Model, settings, splits: DataSplits, first_epoch: int, callbacks: list) -> None:
     model.fit(
         train_dataset(splits.train, settings.batch_size, settings.seed, first_epoch, settings.epochs,
                       augment=build_augment(settings, splits.input_shape[:2])),
         epochs=settings.epochs, initial_epoch=first_epoch, shuffle=False,  # the pipeline shuffles
         steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size),
         validation_data=eval_dataset(splits.val),
-        callbacks=_callbacks(record, writer, run_dir / "checkpoints") + list(extra_callbacks),
+        callbacks=callbacks,
     )
-    return outcome(model.predict(splits.test.images, batch_size=1024, verbose=0), model, record, plan, writer)
 
 
 def outcome(test_logits, model: keras.Model, record: RunRecord, plan: DevicePlan, writer,

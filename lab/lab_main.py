@@ -80,12 +80,14 @@ def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_cla
     done: dict[str, Path] = {}
     for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes):
         weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
-        settings = make_settings({**exp.settings, **common, **weights, "name": f"{exp.key}-{exp.settings['dataset']}"})
+        name = f"{exp.key}-{exp.settings['dataset']}"
+        settings = make_settings({**exp.settings, **common, **weights, "name": name})
         done[exp.key], what = ensure_run(backend, settings, rerun)
         print(f"[{section}] {exp.label} on {backend}: {what} -> {done[exp.key]}", flush=True)
     if section != "mnist":
         return done, None
-    search, done["tuned_cnn"], what = tuned_run(backend, {**first_cnn(preset, data["mnist"]), **common}, preset, rerun)
+    baseline = {**first_cnn(preset, data["mnist"]), **common}
+    search, done["tuned_cnn"], what = tuned_run(backend, baseline, preset, rerun)
     print(f"[mnist] tuned CNN on {backend}: {what} -> {done['tuned_cnn']}", flush=True)
     return done, search
 

@@ -41,8 +41,9 @@ def describe_preset(name: str) -> str:
     p = PRESETS[name]
     images = f" on {p['cifar_train_images']:,} of the CIFAR-10 training images" if p["cifar_train_images"] else ""
     return (f"`{name}`: {p['mnist_epochs']} epochs in section 1, {p['cifar_epochs']} in sections 2-4{images}, "
-            f"a keras-tuner search of {p['tuner_trials']} trials of up to {p['tuner_epochs']} epochs on {p['tuner_fraction']:.0%} "
-            f"of the training images, {p['finetune_epochs']} fine-tuning epochs after 1 of feature extraction")
+            f"a keras-tuner search of {p['tuner_trials']} trials of up to {p['tuner_epochs']} epochs on "
+            f"{p['tuner_fraction']:.0%} of the training images, {p['finetune_epochs']} fine-tuning epochs after 1 of "
+            "feature extraction")
 
 
 def parse_sections(text: str) -> list[str]:

@@ -7,6 +7,9 @@ import pytest
 from lab.lab_main import main
 from lab.lab_plan import PRESETS, class_halves, parse_sections
 from lab.errors import LabError
+from lab.lab_runs import ensure_run
+from lab.results import RESULTS_FILE, load_results
+from lab.settings import make_settings
 
 
 def _colour_tree(root, per_class=24, size=16):
@@ -26,7 +29,8 @@ def _colour_tree(root, per_class=24, size=16):
 
 
 TINY = {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width": 4, "depth": 1, "dense_units": 8,
-        "tuner_trials": 2, "tuner_epochs": 1, "tuner_fraction": 1.0, "finetune_epochs": 1, "augment": {"flip": True, "crop_pad": 2}}
+        "tuner_trials": 2, "tuner_epochs": 1, "tuner_fraction": 1.0, "finetune_epochs": 1,
+        "augment": {"flip": True, "crop_pad": 2}}
 
 
 def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys, monkeypatch):
@@ -72,3 +76,18 @@ def test_missing_data_fails_before_any_training(tmp_path, capsys):
     assert code == 2
     assert "nothing" in capsys.readouterr().err
     assert not (tmp_path / "lab").exists()
+
+
+@pytest.mark.parametrize("backend", ["lightning", "keras"])
+def test_an_interrupted_experiment_is_resumed_and_a_finished_one_reused(backend, tmp_path, lab_cache):
+    settings = make_settings({"dataset": "digits", "model": "mlp", "hidden": 16, "layers": 1, "epochs": 2,
+                              "out": str(tmp_path), "name": "mlp-digits"})
+    run_dir, what = ensure_run(backend, settings)
+    assert what == "ran"
+    finished = load_results(run_dir)
+    (run_dir / RESULTS_FILE).unlink()  # as if killed after its last checkpoint, before its results
+    assert ensure_run(backend, settings) == (run_dir, "resumed")
+    assert load_results(run_dir)["history"] == finished["history"]
+    assert load_results(run_dir)["test"] == finished["test"]
+    assert ensure_run(backend, settings) == (run_dir, "reused")
+    assert ensure_run(backend, settings, rerun=True)[0] != run_dir

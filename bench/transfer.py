@@ -7,7 +7,7 @@ that sample for the same number of epochs.
         [--batch-size 32] [--out runs/bench-transfer]
 
 1. pretraining: train_<backend>.py --classes 0,1,2,3,4 --train-images P for --pretrain-epochs (a finished
-   run of the same settings is reused);
+   run of the same settings is reused, an interrupted one continued, as run_lab.py does);
 2. transfer_compare.py --weights <the pretraining experiment> --classes 5,6,7,8,9 --train-images N: feature
    extraction for --epochs, then fine-tuning of every block for --finetune-epochs at --finetune-lr, against
    from scratch for --epochs + --finetune-epochs at the same learning rate (1e-3).
@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import common  # noqa: F401  (puts the project on the path)
 
 import lightning_modules.training  # noqa: F401  torch before TensorFlow: the other order can crash
 import transfer_compare
-from lab.results import RESULTS_FILE, load_results
-from lab.runner import run_settings
-from lab.rundirs import versions
+from lab.lab_runs import ensure_run
+from lab.results import load_results
 from lab.settings import make_settings
 
 CIFAR = "/work/shared/data/cifar10-jpg.tar.gz"
@@ -53,8 +51,7 @@ def main() -> None:
     pretrain = make_settings({**common_flags, "classes": "0,1,2,3,4", "train_images": args.pretrain_images,
                               "epochs": args.pretrain_epochs, "name": "cifar-first5"})
     for backend in ("lightning", "keras"):
-        if not finished_run(pretrain, backend):
-            run_settings(backend, pretrain)
+        ensure_run(backend, pretrain)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in common_flags.items()]
     run_dirs, written = transfer_compare.compare([
         *flags, f"--weights={args.out}/cifar-first5", "--classes=5,6,7,8,9", f"--train-images={args.train_images}",
@@ -63,13 +60,6 @@ def main() -> None:
         "--name=cifar-last5"])
     print(f"\n{report(run_dirs)}\n\ncomparison: {written['markdown']}\n"
           f"whole benchmark: {(time.perf_counter() - started) / 60:.1f} min")
-
-
-def finished_run(settings, backend: str):
-    """A finished run of these very settings, to reuse (the pretraining is the longest part)."""
-    runs = [run for _, run in versions(Path(settings.out) / settings.experiment / backend)
-            if (run / RESULTS_FILE).is_file()]
-    return next((run for run in reversed(runs) if load_results(run)["hyperparameters"] == settings.to_dict()), None)
 
 
 def report(run_dirs) -> str:

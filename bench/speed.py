@@ -40,6 +40,7 @@ def bare_lightning_times(settings, splits) -> list[float]:
     progress bar: what Lightning's own loop costs, apart from what the project adds to it."""
     import pytorch_lightning as pl
 
+    from callbacks.lightning_recorder import synchronize
     from datamodules.torch_data import ArraysDataModule
     from lightning_modules.training import build_module, configure_devices
 
@@ -48,11 +49,11 @@ def bare_lightning_times(settings, splits) -> list[float]:
             self.times: list[float] = []
 
         def on_train_epoch_start(self, trainer, module):
-            _sync(trainer)
+            synchronize(trainer)
             self.start = time.perf_counter()
 
         def on_validation_epoch_end(self, trainer, module):
-            _sync(trainer)
+            synchronize(trainer)
             self.times.append(time.perf_counter() - self.start)
 
     plan, clock = configure_devices(settings), EpochClock()
@@ -62,13 +63,6 @@ def bare_lightning_times(settings, splits) -> list[float]:
                          num_sanity_val_steps=0, callbacks=[clock])
     trainer.fit(build_module(settings, splits), datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed))
     return clock.times
-
-
-def _sync(trainer) -> None:
-    if trainer.strategy.root_device.type == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def _torch_device(settings) -> str:

@@ -5,7 +5,7 @@ first_cnn trained as long by at least 1.5 points of test accuracy. One backend p
 
 Runs tune_keras.py's search with the flags printed below (a CPU-sized space, random search, each trial
 up to 3 epochs on 30% of the training images), then retrains the best configuration and first_cnn for
---epochs on all of them, and prints the figures bench/RESULTS-tune.md records.
+--epochs on all of them, and prints the figures the README's Benchmarks section records.
 """
 from __future__ import annotations
 

@@ -20,11 +20,11 @@ class LightningRecorder(pl.Callback):
             self.record.restore(epochs_done=trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer, pl_module):
-        _synchronize(trainer)
+        synchronize(trainer)
         self.record.start_epoch()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        _synchronize(trainer)
+        synchronize(trainer)
         metrics = {tag: trainer.callback_metrics[tag].item() for tag in EPOCH_TAGS[:-1]}
         row = self.record.end_epoch(trainer.current_epoch + 1, metrics)
         if trainer.is_global_zero and trainer.logger is not None:
@@ -33,6 +33,7 @@ class LightningRecorder(pl.Callback):
             trainer.logger.experiment.flush()
 
 
-def _synchronize(trainer) -> None:
+def synchronize(trainer) -> None:
+    """Wait for the GPU's queued work, so that a clock read next measures it."""
     if trainer.strategy.root_device.type == "cuda":
         torch.cuda.synchronize(trainer.strategy.root_device)

@@ -1,0 +1,50 @@
+"""PyTorch after Keras in one process: the hand-written PyTorch loop timed before TensorFlow is imported,
+after a plain Keras fit, and after the project's Keras path (its tf.data pipeline), in one process.
+
+    python bench/interference.py [--dataset fashion_mnist] [--train-images 15000]
+
+run_lab.py trains every PyTorch experiment before any Keras one because of what this measures.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import common  # noqa: F401  (puts the project on the path)
+from common import hand_written_torch, plain_keras_fit
+from speed import project_times
+
+from datamodules import ImageSet, load_splits
+from lab.settings import make_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion_mnist", help="dataset (default fashion_mnist)")
+    parser.add_argument("--data-dir", default=None, help="where the dataset files are")
+    parser.add_argument("--train-images", type=int, default=15000, help="training images (default 15000)")
+    args = parser.parse_args()
+    settings = make_settings({"dataset": args.dataset, "data_dir": args.data_dir, "epochs": 1, "batch_size": 32,
+                              "model": "first_cnn"})
+    splits = load_splits(settings.dataset, settings.data_dir)
+    n = args.train_images
+    splits = replace(splits, train=ImageSet(splits.train.images[:n], splits.train.labels[:n]))
+
+    def torch_epoch(when: str) -> None:
+        seconds = hand_written_torch(settings, splits, 1)[0][0]
+        print(f"hand-written PyTorch epoch {when:38s} {seconds:6.2f} s", flush=True)
+
+    torch_epoch("(warm-up)")
+    torch_epoch("before TensorFlow")
+    import keras_models  # noqa: F401  (TensorFlow, loaded as the project loads it)
+
+    torch_epoch("after importing TensorFlow")
+    plain_keras_fit(settings, splits, 1)
+    torch_epoch("after a plain Keras fit")
+    project_times("keras", settings, splits)
+    torch_epoch("after the project's Keras path")
+    torch_epoch("after the project's Keras path, again")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,9 +17,9 @@ from lab.augmentation import AugmentSpec, check_settings
 from lab.cli import run_command
 from lab.compare import compare_runs, format_gap, run_row
 from lab.errors import LabError
+from lab.lab_runs import add_comparison_flags, parse_backends, run_each
 from lab.models import model_spec
 from lab.results import load_results
-from lab.runner import BACKENDS, run_settings
 from lab.settings import CHOICES, HELP, ExperimentSettings, LabArgumentParser, load_yaml, make_settings, parse_bool
 
 # The training settings this tool takes as flags (others through --config), with their types.
@@ -42,8 +42,7 @@ def build_parser() -> LabArgumentParser:
         default = TOOL_DEFAULTS.get(name, getattr(defaults, name))
         text = HELP[name] + ("" if default is None else f" (default: {default})")
         parser.add_argument("--" + name.replace("_", "-"), type=kind, choices=CHOICES.get(name), help=text)
-    parser.add_argument("--backends", default="lightning,keras",
-                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
+    add_comparison_flags(parser)
     parser.add_argument("--out", default="runs/augment", help="root folder of the runs and the comparison "
                                                               "(default: runs/augment)")
     parser.add_argument("--name", help="experiment name (default: <model>-<dataset>); the runs add -noaug and -aug")
@@ -62,15 +61,7 @@ def plan(args) -> tuple[list[str], str, list]:
                        "give e.g. --flip true --crop-pad 4.")
     without = make_settings({**base.to_dict(), **AUGMENTATION_OFF, "name": f"{base.experiment}-noaug"})
     with_aug = make_settings({**base.to_dict(), "name": f"{base.experiment}-aug"})
-    return _backends(args.backends), base.experiment, [without, with_aug]
-
-
-def _backends(text: str) -> list[str]:
-    backends = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown or not backends:
-        raise LabError(f"--backends must list lightning and/or keras, got {text!r}.")
-    return list(dict.fromkeys(backends))
+    return parse_backends(args.backends), base.experiment, [without, with_aug]
 
 
 def check_shapes(settings) -> None:
@@ -97,13 +88,13 @@ def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
     args = build_parser().parse_args(argv)
     backends, experiment, settings_pair = plan(args)
     check_shapes(settings_pair[1])
-    run_dirs = [run_settings(backend, settings) for settings in settings_pair for backend in backends]
+    run_dirs = run_each(backends, settings_pair, args.rerun)
     return run_dirs, compare_runs(run_dirs, Path(args.out) / "comparisons" / f"{experiment}-augment")
 
 
 def main(argv: list[str] | None = None) -> int:
-    code, result = run_command(lambda: compare(argv), "the finished runs are kept; run the command again to "
-                                                      "redo the comparison.")
+    code, result = run_command(lambda: compare(argv), "finished runs and epochs are kept; run the same command "
+                                                      "again to continue and compare.")
     if code:
         return code
     run_dirs, written = result

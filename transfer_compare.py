@@ -21,11 +21,10 @@ from pathlib import Path
 
 from lab.cli import run_command
 from lab.errors import LabError
+from lab.lab_runs import add_comparison_flags, parse_backends, run_each
 from lab.settings import ExperimentSettings, LabArgumentParser, add_setting_flags, make_settings, settings_from_args
 from lab.transfer import is_pretrained
 from lab.weights import resolve_weights
-
-BACKEND_NAMES = ("lightning", "keras")
 
 
 def build_parser() -> LabArgumentParser:
@@ -33,17 +32,14 @@ def build_parser() -> LabArgumentParser:
                                argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", help="YAML file of settings (flags given on the command line win)")
     add_setting_flags(parser, [f.name for f in fields(ExperimentSettings)])
-    parser.add_argument("--backends", default="lightning,keras",
-                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
+    add_comparison_flags(parser)
     return parser
 
 
 def plan(args: argparse.Namespace) -> tuple[list[str], str, list[ExperimentSettings]]:
     """The backends, the experiment name, and the settings of the pretrained and the from-scratch runs."""
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if not backends or any(b not in BACKEND_NAMES for b in backends):
-        raise LabError(f"--backends must list lightning and/or keras, got {args.backends!r}.")
-    base = settings_from_args(argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "backends"}))
+    backends = parse_backends(args.backends)
+    base = settings_from_args(argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("backends", "rerun")}))
     if not is_pretrained(base):
         raise LabError("give --weights (imagenet, a weights file or an earlier run) for the pretrained side; "
                        "the from-scratch side is trained with --weights none by this command.")
@@ -53,7 +49,7 @@ def plan(args: argparse.Namespace) -> tuple[list[str], str, list[ExperimentSetti
     pretrained = make_settings({**values, "name": f"{base.experiment}-transfer"})
     scratch = make_settings({**values, "weights": None, "epochs": base.epochs + base.finetune_epochs,
                              "finetune_epochs": 0, "name": f"{base.experiment}-scratch"})
-    return list(dict.fromkeys(backends)), base.experiment, [pretrained, scratch]
+    return backends, base.experiment, [pretrained, scratch]
 
 
 def summary(run_dirs: list[Path]) -> str:
@@ -73,17 +69,16 @@ def summary(run_dirs: list[Path]) -> str:
 def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
     """Parse the flags, train the runs, write the comparison: (run folders, compare_runs' answer)."""
     from lab.compare import compare_runs
-    from lab.runner import run_settings
 
     args = build_parser().parse_args(argv)
     backends, experiment, runs = plan(args)
-    run_dirs = [run_settings(backend, settings) for settings in runs for backend in backends]
+    run_dirs = run_each(backends, runs, args.rerun)
     return run_dirs, compare_runs(run_dirs, Path(runs[0].out) / "comparisons" / f"{experiment}-transfer")
 
 
 def main(argv: list[str] | None = None) -> int:
-    code, result = run_command(lambda: compare(argv), "the finished runs are kept; run the command again to "
-                                                      "redo the comparison.")
+    code, result = run_command(lambda: compare(argv), "finished runs and epochs are kept; run the same command "
+                                                      "again to continue and compare.")
     if result:
         run_dirs, written = result
         print("\n" + summary(run_dirs))

@@ -15,11 +15,11 @@ from lab.lab_sections import RENDERERS
 from lab.lab_tuner import Search, tuned_run
 from lab.lab_versus import versus_part
 from lab.machine import machine_info
+from lab.runner import in_training_order
 from lab.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
 
 REPORT_NAME = "lab-report.md"
 BACKENDS = ("keras", "lightning")  # the report's order
-TRAINING_ORDER = ("lightning", "keras")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +63,7 @@ def run_lab(args) -> Path:
               "devices": args.devices, "precision": args.precision}
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
     searches: dict[str, Search] = {}  # section 1.4 per backend
-    # One backend at a time, PyTorch first: PyTorch trained measurably slower in a process where Keras had
-    # trained before (README, Benchmarks), while Keras after PyTorch did not.
-    for backend in sorted(backends, key=TRAINING_ORDER.index):
+    for backend in in_training_order(backends):
         for section in sections:
             runs[backend][section], search = _run_section(backend, section, preset, data, cifar_classes, common,
                                                           args.rerun)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lab.errors import LabError
 from lab.results import RESULTS_FILE
 from lab.rundirs import SETTINGS_FILE, versions
-from lab.runner import run_settings
+from lab.runner import BACKENDS, in_training_order, run_settings
 
 
 def find_matching(settings, backend: str) -> Path | None:
@@ -29,3 +30,31 @@ def ensure_run(backend: str, settings, rerun: bool = False) -> tuple[Path, str]:
     if existing is not None:
         return run_settings(backend, settings, resume_dir=existing), "resumed"
     return run_settings(backend, settings), "ran"
+
+
+def run_each(backends: list[str], settings_list: list, rerun: bool = False) -> list[Path]:
+    """Every settings on every backend, reusing finished runs (unless rerun), one backend at a time in
+    TRAINING_ORDER; the folders settings by settings, each in the order of `backends`."""
+    done = {}
+    for backend in in_training_order(backends):
+        for i, settings in enumerate(settings_list):
+            done[backend, i], what = ensure_run(backend, settings, rerun)
+            if what != "ran":
+                print(f"{settings.experiment} / {backend}: {what} {done[backend, i]}")
+    return [done[b, i] for i in range(len(settings_list)) for b in backends]
+
+
+def add_comparison_flags(parser) -> None:
+    """The flags of a tool that trains several runs per backend and compares them."""
+    parser.add_argument("--backends", default="lightning,keras",
+                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
+    parser.add_argument("--rerun", action="store_true", default=False,
+                        help="train every run again instead of reusing finished runs of the same settings "
+                             "(interrupted ones are continued either way)")
+
+
+def parse_backends(text: str) -> list[str]:
+    backends = [b.strip() for b in text.split(",") if b.strip()]
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise LabError(f"--backends must list lightning and/or keras, got {text!r}.")
+    return list(dict.fromkeys(backends))

@@ -27,6 +27,13 @@ from lab.settings import build_parser, make_settings, settings_from_args
 
 BACKENDS = {"lightning": "lightning_modules.training", "keras": "keras_models.training"}
 NAMES = {"lightning": "PyTorch Lightning", "keras": "Keras"}
+# One backend at a time, PyTorch first: PyTorch trained measurably slower in a process where Keras had
+# trained before (README, Benchmarks: bench/interference.py), while Keras after PyTorch did not.
+TRAINING_ORDER = ("lightning", "keras")
+
+
+def in_training_order(backends) -> list[str]:
+    return sorted(backends, key=TRAINING_ORDER.index)
 
 
 def main(backend: str, argv: list[str] | None = None) -> int:

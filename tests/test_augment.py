@@ -266,9 +266,9 @@ def test_cifar_cnn_has_equal_parameter_counts_on_rgb_images(width, depth, dense)
 def test_augment_compare_runs_both_ways_on_both_backends(tmp_path, capsys):
     import augment_compare
 
-    code = augment_compare.main(["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--crop-pad", "1",
-                                 "--flip", "false", "--out", str(tmp_path), "--config", str(_yaml(tmp_path))])
-    assert code == 0
+    argv = ["--dataset", "digits", "--model", "mlp", "--epochs", "1", "--crop-pad", "1", "--flip", "false",
+            "--out", str(tmp_path), "--config", str(_yaml(tmp_path))]
+    assert augment_compare.main(argv) == 0
     runs = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("results.json"))
     assert runs == [f"mlp-digits-{way}/{backend}/version_0/results.json"
                     for way in ("aug", "noaug") for backend in ("keras", "lightning")]
@@ -276,6 +276,11 @@ def test_augment_compare_runs_both_ways_on_both_backends(tmp_path, capsys):
     assert "Train-val gap" in table and table.count(" pp |") == 4
     assert (tmp_path / "comparisons" / "mlp-digits-augment" / "comparison_val_curves.png").is_file()
     assert "mlp-digits-aug / keras" in capsys.readouterr().out
+    assert augment_compare.main(argv) == 0  # the same command again reuses the finished runs
+    assert len(list(tmp_path.rglob("results.json"))) == 4
+    assert augment_compare.main(argv + ["--backends", "lightning", "--rerun"]) == 0
+    again = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("version_1/results.json"))
+    assert again == [f"mlp-digits-{way}/lightning/version_1/results.json" for way in ("aug", "noaug")]
 
 
 def _yaml(tmp_path):

@@ -5,6 +5,7 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -112,3 +113,16 @@ def test_cli(two_runs, tmp_path):
         done = run_cli(*args, cwd=tmp_path)
         assert done.returncode == 2 and done.stderr.startswith("error: ")
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_run_each_trains_one_backend_at_a_time_pytorch_first(monkeypatch):
+    from lab import lab_runs
+
+    calls = []
+    monkeypatch.setattr(lab_runs, "ensure_run", lambda b, s, rerun: calls.append((b, s.experiment, rerun))
+                        or (Path(s.experiment, b), "ran"))
+    plain, aug = (SimpleNamespace(experiment=name) for name in ("plain", "aug"))
+    run_dirs = lab_runs.run_each(["keras", "lightning"], [plain, aug], rerun=True)
+    assert calls == [("lightning", "plain", True), ("lightning", "aug", True), ("keras", "plain", True),
+                     ("keras", "aug", True)]
+    assert run_dirs == [Path("plain/keras"), Path("plain/lightning"), Path("aug/keras"), Path("aug/lightning")]

@@ -13,7 +13,6 @@ from lab.machine import describe
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
 AUGMENTED_FIGURE = f"{FIGURES_DIR}/augmented.png"  # written during training by --save-augmented
-HYPER_COLUMNS = ("Batch Size", "Filters", "Kernel Size", "Stride", "Padding", "Loss", "Accuracy", "Time")
 # The lab's table is the first CNN's; other models show the settings that shape them instead.
 SHAPE_KEYS = {"first_cnn": ("filters", "kernel_size", "stride", "padding"), "mlp": ("hidden", "layers"),
               "cifar_cnn": ("width", "depth", "dense_units"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train one model without and with augmentation on each backend, then compare the runs.
 
-    python augment_compare.py --dataset folder --data-dir /work/shared/data/cifar10-jpg.tar.gz --epochs 15
+    python augment_compare.py --dataset folder --data-dir ../shared/data/cifar10-jpg.tar.gz --epochs 15
 
 Runs go to OUT/<experiment>-noaug/<backend>/version_N and OUT/<experiment>-aug/<backend>/version_N; the
 comparison (accuracy, time, train-validation gap, overlaid validation curves) to OUT/comparisons/<experiment>-augment.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-import common  # noqa: F401  (puts the project on the path)
-from common import hand_written_torch
+# importing common puts the project on the path
+from common import hand_written_torch, run_benchmark
 
 from datamodules import load_splits
 from lab.results import load_results
@@ -42,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

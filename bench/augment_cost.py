@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import common  # noqa: F401  (puts the project on the path)
-from common import steady
+# importing common puts the project on the path
+from common import SHARED_CIFAR as CIFAR, steady, run_benchmark
 from speed import project_times
 
 from datamodules import load_splits
@@ -21,7 +21,6 @@ from datamodules.base import DataSplits, ImageSet
 from lab.augmentation import AugmentSpec
 from lab.settings import make_settings, parse_bool
 
-CIFAR = "/work/shared/data/cifar10-jpg.tar.gz"
 TARGET = 1.3
 
 
@@ -78,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -1,7 +1,9 @@
 """CIFAR-10 with cifar_cnn on the CPU, both backends: the 75%-in-15-epochs target and the effect of augmentation.
 
-    python bench/cifar.py probe [--widths 8,16,32] [--depths 3] [--batch-size 64]
-    python bench/cifar.py run [--width 16] [--depth 3] [--epochs 15] [--batch-size 64] [--out runs/bench-cifar]
+    python bench/cifar.py probe [--widths 8,16,32] [--depths 3] [--batch-size 128]
+    python bench/cifar.py run [--width 16] [--depth 3] [--epochs 15] [--batch-size 128] [--out runs/bench-cifar]
+
+Both take --dataset folder (the shared CIFAR-10 JPEGs, default) or cifar10 (the official files) and --data-dir.
 
 probe: times training steps of cifar_cnn on CIFAR batches for each width and depth on each backend and
 extrapolates the epoch time (45,000 training images), to choose a size whose 15 epochs fit the budget.
@@ -16,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the project on the path)
+# importing common puts the project on the path
+from common import SHARED_CIFAR as CIFAR, run_benchmark
 
 import augment_compare
 from datamodules import load_splits
@@ -25,12 +28,11 @@ from lab.models import model_spec
 from lab.results import load_results
 from lab.settings import make_settings
 
-CIFAR = "/work/shared/data/cifar10-jpg.tar.gz"
 TARGET = 0.75
 
 
 def probe(args) -> None:
-    splits = load_splits("folder", args.data_dir)
+    splits = load_splits(args.dataset, args.data_dir)
     images, labels = splits.train.images[:args.batch_size], splits.train.labels[:args.batch_size]
     print(f"cifar_cnn, batch {args.batch_size}: median of {args.steps} timed training steps "
           f"-> one epoch of {len(splits.train):,} images")
@@ -81,15 +83,16 @@ def _keras_step(settings, splits, images, labels):
 
 
 def run(args) -> int:
-    argv = ["--dataset", "folder", "--data-dir", args.data_dir, "--model", "cifar_cnn", "--width", str(args.width),
-            "--depth", str(args.depth), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+    name = f"cifar_cnn-w{args.width}-d{args.depth}-b{args.batch_size}-{args.epochs}ep"
+    argv = ["--dataset", args.dataset, *(["--data-dir", args.data_dir] if args.data_dir else []),
+            "--model", "cifar_cnn", "--width", str(args.width), "--depth", str(args.depth), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--flip", "true", "--crop-pad", "4", "--save-augmented", "true", "--out", args.out,
-            "--name", f"cifar_cnn-w{args.width}-d{args.depth}-b{args.batch_size}-{args.epochs}ep",
+            "--name", name if args.dataset == "folder" else f"{name}-{args.dataset}",
             "--backends", args.backends, "--accelerator", "cpu"]
     start = time.perf_counter()
     run_dirs, written = augment_compare.compare(argv)
     print(f"\n{augment_compare.summary(run_dirs)}\n\ncomparison: {written['markdown']}")
-    print(f"wall time of the runs: {(time.perf_counter() - start) / 60:.1f} min")
+    print(f"wall time of this command: {(time.perf_counter() - start) / 60:.1f} min (reused runs take none)")
     return report_targets(run_dirs)
 
 
@@ -125,12 +128,18 @@ def main() -> int:
     r.add_argument("--backends", default="lightning,keras", help="backends to run (default lightning,keras)")
     r.add_argument("--out", default="runs/bench-cifar", help="root folder of the runs (default runs/bench-cifar)")
     for sp in (p, r):
-        sp.add_argument("--data-dir", default=CIFAR, help=f"the CIFAR-10 image folder or tar (default {CIFAR})")
+        sp.add_argument("--dataset", choices=("folder", "cifar10"), default="folder",
+                        help="'folder': the CIFAR-10 JPEGs (default); 'cifar10': the official python files")
+        sp.add_argument("--data-dir", default=None,
+                        help=f"where the dataset is (default: {CIFAR} for 'folder', the usual data folder for "
+                             "'cifar10', which downloads there when it can)")
         sp.add_argument("--batch-size", type=int, default=128, help="images per training batch (default 128)")
         sp.add_argument("--torch-threads", type=int, default=None,
                         help="PyTorch CPU threads (default: PyTorch's choice); on a CPU shared with other jobs, "
                              "1 can be much faster than 2")
     args = parser.parse_args()
+    if args.dataset == "folder" and args.data_dir is None:
+        args.data_dir = CIFAR
     if args.torch_threads:
         import torch
 
@@ -142,4 +151,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

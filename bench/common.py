@@ -5,10 +5,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# the CIFAR-10 JPEGs of the shared folder beside the checkout
+SHARED_CIFAR = str(REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
 
 from datamodules.batching import epoch_order  # noqa: E402
 from lab.models import model_spec  # noqa: E402
@@ -89,3 +93,11 @@ class EpochTimes:
 def steady(times: list[float]) -> float:
     """Median epoch time without the first (warm-up) epoch."""
     return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def run_benchmark(main: Callable[[], int | None]) -> None:
+    """Exit as every command of the project does: a LabError is one line and exit code 2, Ctrl-C is 130."""
+    from lab.cli import run_command
+
+    code, result = run_command(main, "finished runs are kept; run the same command again to continue.")
+    sys.exit(code or result or 0)

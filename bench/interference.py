@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-import common  # noqa: F401  (puts the project on the path)
-from common import hand_written_torch, plain_keras_fit
+# importing common puts the project on the path
+from common import hand_written_torch, plain_keras_fit, run_benchmark
 from speed import project_times
 
 from datamodules import ImageSet, load_splits
@@ -47,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

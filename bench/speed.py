@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the project on the path)
-from common import hand_written_torch, plain_keras_fit
+# importing common puts the project on the path
+from common import hand_written_torch, plain_keras_fit, run_benchmark
 
 from datamodules import load_splits
 from lab.settings import make_settings
@@ -113,4 +113,4 @@ def _median_ratio(mine: list[float], reference: list[float]) -> float:
     return statistics.median(m / r for m, r in zip(mine, reference))
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

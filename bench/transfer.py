@@ -2,7 +2,7 @@
 fine-tuned on a small sample of classes 5-9, against the same model trained from random initialisation on
 that sample for the same number of epochs.
 
-    nice -n 5 python bench/transfer.py [--data-dir /work/shared/data/cifar10-jpg.tar.gz] [--pretrain-epochs 4]
+    nice -n 5 python bench/transfer.py [--data-dir ../shared/data/cifar10-jpg.tar.gz] [--pretrain-epochs 4]
         [--pretrain-images 8000] [--train-images 2000] [--epochs 1] [--finetune-epochs 3] [--finetune-lr 1e-3]
         [--batch-size 32] [--out runs/bench-transfer]
 
@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import common  # noqa: F401  (puts the project on the path)
+# importing common puts the project on the path
+from common import SHARED_CIFAR as CIFAR, run_benchmark
 
 import lightning_modules.training  # noqa: F401  torch before TensorFlow: the other order can crash
 import transfer_compare
@@ -26,7 +27,6 @@ from lab.lab_runs import ensure_run
 from lab.results import load_results
 from lab.settings import make_settings
 
-CIFAR = "/work/shared/data/cifar10-jpg.tar.gz"
 MODEL = {"model": "cifar_cnn", "width": 16, "depth": 2, "dense_units": 64, "batch_size": 64}
 
 
@@ -80,4 +80,4 @@ def report(run_dirs) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

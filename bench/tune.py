@@ -13,7 +13,8 @@ import argparse
 import os
 import time
 
-import common  # noqa: F401  (puts the project on the path)
+# importing common puts the project on the path
+from common import run_benchmark
 
 SPACE = ["--blocks", "2-3", "--filters", "32", "--kernel-size", "3", "--padding", "same", "--batch-norm", "true,false",
          "--pool", "true", "--dropout", "0.2,0.3,0.4", "--dense-units", "128", "--optimizer", "adam",
@@ -66,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -49,3 +49,16 @@ def test_help_explains_every_flag(tmp_path):
                  "--stride", "--padding", "--optimizer", "--lr", "--seed", "--out", "--name", "--config",
                  "--gpus", "--accelerator", "--devices", "--precision", "--resume"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("bench/cifar.py", ["run", "--data-dir", "no-such-dir.tar.gz", "--out", "runs"], "no-such-dir.tar.gz"),
+    ("bench/cifar.py", ["run", "--epochs", "0", "--data-dir", "x", "--out", "runs"], "epochs must be at least 1"),
+    ("bench/augment_cost.py", ["--data-dir", "no-such-dir.tar.gz"], "no-such-dir.tar.gz"),
+])
+def test_benchmarks_refuse_bad_input_like_the_entry_scripts(script, args, message, tmp_path):
+    result = _cli(script, *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()

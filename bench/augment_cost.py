@@ -13,7 +13,7 @@ import argparse
 import statistics
 
 # importing common puts the project on the path
-from common import SHARED_CIFAR as CIFAR, steady, run_benchmark
+from common import add_cifar_epoch_flags, steady, run_benchmark
 from speed import project_times
 
 from datamodules import load_splits
@@ -34,13 +34,7 @@ def cut(splits: DataSplits, train_images: int) -> DataSplits:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=CIFAR, help=f"the CIFAR-10 image folder or tar (default {CIFAR})")
-    parser.add_argument("--width", type=int, default=16, help="cifar_cnn width (default 16)")
-    parser.add_argument("--depth", type=int, default=3, help="cifar_cnn depth (default 3)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per training batch (default 128)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up (default 3)")
-    parser.add_argument("--rounds", type=int, default=1, help="runs each way per backend (default 1)")
-    parser.add_argument("--train-images", type=int, default=9000, help="training images per epoch (default 9000)")
+    add_cifar_epoch_flags(parser, rounds=1)
     parser.add_argument("--backends", default="lightning,keras", help="backends to time (default lightning,keras)")
     parser.add_argument("--torch-threads", type=int, default=None, help="PyTorch CPU threads (default: its choice)")
     parser.add_argument("--flip", type=parse_bool, default=True, help="random horizontal flip (default true)")

@@ -24,24 +24,31 @@ from common import SHARED_CIFAR as CIFAR, run_benchmark
 import augment_compare
 from datamodules import load_splits
 from lab.compare import run_row
+from lab.errors import LabError
 from lab.models import model_spec
 from lab.results import load_results
 from lab.settings import make_settings
 
 TARGET = 0.75
+OPTIONAL_LAYERS = {"BatchNorm", "Dropout", "ReLU"}  # removing them keeps every shape
 
 
 def probe(args) -> None:
+    without = [name for name in args.without.split(",") if name]
+    if set(without) - OPTIONAL_LAYERS:
+        raise LabError(f"--without takes {', '.join(sorted(OPTIONAL_LAYERS))}, got {args.without!r}.")
     splits = load_splits(args.dataset, args.data_dir)
     images, labels = splits.train.images[:args.batch_size], splits.train.labels[:args.batch_size]
-    print(f"cifar_cnn, batch {args.batch_size}: median of {args.steps} timed training steps "
-          f"-> one epoch of {len(splits.train):,} images")
+    print(f"cifar_cnn{f' without {args.without}' if args.without else ''}, batch {args.batch_size}: median of "
+          f"{args.steps} timed training steps -> one epoch of {len(splits.train):,} images")
     for depth in map(int, args.depths.split(",")):
         for width in map(int, args.widths.split(",")):
             settings = make_settings({"model": "cifar_cnn", "width": width, "depth": depth,
                                       "batch_size": args.batch_size})
+            spec = [layer for layer in model_spec(settings, splits.input_shape, splits.num_classes)
+                    if type(layer).__name__ not in without]
             for backend, step in (("lightning", _torch_step), ("keras", _keras_step)):
-                seconds = _median_step(step(settings, splits, images, labels), args.steps)
+                seconds = _median_step(step(spec, settings, splits, images, labels), args.steps)
                 epoch = seconds * -(-len(splits.train) // args.batch_size)
                 print(f"  width {width:3d} depth {depth} {backend:9s} {1000 * seconds:7.0f} ms/step  "
                       f"~{epoch:6.0f} s/epoch  ~{15 * epoch / 60:5.0f} min for 15 epochs", flush=True)
@@ -57,14 +64,13 @@ def _median_step(step, count: int) -> float:
     return statistics.median(times)
 
 
-def _torch_step(settings, splits, images, labels):
+def _torch_step(spec, settings, splits, images, labels):
     import torch
     from torch.nn import functional as F
 
     from lightning_modules.components import build_network
 
-    net = build_network(model_spec(settings, splits.input_shape, splits.num_classes), splits.input_shape,
-                        splits.mean, splits.std)
+    net = build_network(spec, splits.input_shape, splits.mean, splits.std)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr, eps=1e-7)
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
 
@@ -75,10 +81,12 @@ def _torch_step(settings, splits, images, labels):
     return step
 
 
-def _keras_step(settings, splits, images, labels):
-    from keras_models.training import build_compiled
+def _keras_step(spec, settings, splits, images, labels):
+    from keras_models.network import build_model
+    from keras_models.training import compile_model
 
-    model = build_compiled(settings, splits)
+    model = compile_model(build_model(spec, splits.input_shape, splits.mean, splits.std, name="cifar_cnn"),
+                          settings.optimizer, settings.lr)
     return lambda: model.train_on_batch(images, labels)
 
 
@@ -121,6 +129,8 @@ def main() -> int:
     p.add_argument("--widths", default="8,16,32", help="comma-separated widths to time (default 8,16,32)")
     p.add_argument("--depths", default="3", help="comma-separated depths to time (default 3)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per size and backend (default 10)")
+    p.add_argument("--without", default="", help="comma-separated layer types to leave out, e.g. BatchNorm,Dropout, "
+                                                 "to see what they cost (default: none)")
     r = sub.add_parser("run", help="train without and with augmentation on both backends, check the targets")
     r.add_argument("--width", type=int, default=16, help="cifar_cnn width (default 16)")
     r.add_argument("--depth", type=int, default=3, help="cifar_cnn depth (default 3)")

@@ -101,3 +101,15 @@ def run_benchmark(main: Callable[[], int | None]) -> None:
 
     code, result = run_command(main, "finished runs are kept; run the same command again to continue.")
     sys.exit(code or result or 0)
+
+
+def add_cifar_epoch_flags(parser, rounds: int) -> None:
+    """The flags of a benchmark that times epochs of cifar_cnn on the first CIFAR-10 training images."""
+    parser.add_argument("--data-dir", default=SHARED_CIFAR,
+                        help=f"the CIFAR-10 image folder or tar (default {SHARED_CIFAR})")
+    parser.add_argument("--width", type=int, default=16, help="cifar_cnn width (default 16)")
+    parser.add_argument("--depth", type=int, default=3, help="cifar_cnn depth (default 3)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per training batch (default 128)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up (default 3)")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"runs of each way (default {rounds})")
+    parser.add_argument("--train-images", type=int, default=9000, help="training images per epoch (default 9000)")

@@ -42,9 +42,14 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
 
         return transfer.train(settings, splits, run_dir, resume, plan, extra_callbacks)
     keras.utils.set_random_seed(settings.seed)
+    with placement(plan):
+        return _train(settings, splits, run_dir, resume, plan, extra_callbacks)
+
+
+def _train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
+           extra_callbacks: tuple) -> Outcome:
     record = RunRecord(run_dir, len(splits.train))
-    with _strategy(plan).scope():
-        model, first_epoch = _model(settings, splits, run_dir / "checkpoints", resume)
+    model, first_epoch = _model(settings, splits, run_dir / "checkpoints", resume)
     record.restore(first_epoch)
     model.summary()
     if settings.save_augmented:
@@ -96,10 +101,14 @@ def _configure_gpus(gpus: list, hide: bool) -> None:
         pass
 
 
-def _strategy(plan: DevicePlan) -> tf.distribute.Strategy:
+def placement(plan: DevicePlan):
+    """The context a run builds, trains and predicts in. On the CPU a plain device scope: a
+    OneDeviceStrategy made CPU epochs 1.42x as long (bench/keras_placement.py)."""
     if plan.num_gpus > 1:
-        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in plan.devices])
-    return tf.distribute.OneDeviceStrategy(f"/gpu:{plan.devices[0]}" if plan.num_gpus else "/cpu:0")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in plan.devices]).scope()
+    if plan.num_gpus == 1:
+        return tf.distribute.OneDeviceStrategy(f"/gpu:{plan.devices[0]}").scope()
+    return tf.device("/cpu:0")
 
 
 def _model(settings, splits: DataSplits, checkpoints: Path, resume: bool) -> tuple[keras.Model, int]:

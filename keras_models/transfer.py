@@ -14,7 +14,7 @@ from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
 from keras_models.augment import apply_numpy, build_augment
 from keras_models.backbones import TransferModel, build_transfer_model, set_trainable, transfer_parts
 from keras_models.network import count_params
-from keras_models.training import _callbacks, _strategy, compile_model, outcome
+from keras_models.training import _callbacks, compile_model, outcome, placement
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.augmentation import save_augmented_grid
 from lab.backbones import BACKBONES, image_size, is_backbone
@@ -29,9 +29,14 @@ from lab.weights import WeightsSource, head_status, resolve_weights
 def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
           extra_callbacks: tuple = ()) -> Outcome:
     keras.utils.set_random_seed(settings.seed)
-    record, log, strategy = RunRecord(run_dir, len(splits.train)), TransferLog(run_dir), _strategy(plan)
-    with strategy.scope():
-        parts, done = _model(settings, splits, run_dir, resume, log)
+    with placement(plan):
+        return _train(settings, splits, run_dir, resume, plan, extra_callbacks)
+
+
+def _train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
+           extra_callbacks: tuple) -> Outcome:
+    record, log = RunRecord(run_dir, len(splits.train)), TransferLog(run_dir)
+    parts, done = _model(settings, splits, run_dir, resume, log)
     record.restore(done)
     parts.model.summary()
     if settings.save_augmented:
@@ -43,9 +48,8 @@ def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: Devic
         if phase.end <= done:
             continue
         if not phase.start < done:  # not resumed in the middle of this phase
-            with strategy.scope():
-                set_trainable(parts, phase)
-                compile_model(parts.model, settings.optimizer, phase.lr)
+            set_trainable(parts, phase)
+            compile_model(parts.model, settings.optimizer, phase.lr)
         _fit(parts.model, settings, splits, phase, max(done, phase.start),
              _callbacks(record, writer, run_dir / "checkpoints") + list(extra_callbacks))
         stats, logits = _test(parts.model, splits)

@@ -1,0 +1,73 @@
+"""What a OneDeviceStrategy costs the project's Keras training on the CPU, against the plain device scope
+that keras_models.training.placement uses there.
+
+    python bench/keras_placement.py [--width 16] [--depth 3] [--epochs 3] [--train-images 9000] [--rounds 2]
+
+The project's own Keras training of cifar_cnn on the first --train-images CIFAR-10 training images, run
+in alternation with placement() as it is and with placement() swapped for OneDeviceStrategy("/cpu:0"),
+the way the project placed CPU runs before, each run in a fresh process (in one process the two ways
+affect each other). Prints the median epoch time after warm-up of each way.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+
+# importing common puts the project on the path
+from common import add_cifar_epoch_flags, run_benchmark, steady
+from augment_cost import cut
+from speed import project_times
+
+import keras_models.training as keras_training
+from datamodules import load_splits
+from lab.settings import make_settings
+
+WAYS = ("scope", "strategy")
+
+
+def one_device_strategy(plan):
+    import tensorflow as tf
+
+    return tf.distribute.OneDeviceStrategy("/cpu:0").scope()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_cifar_epoch_flags(parser, rounds=2)
+    parser.add_argument("--way", choices=WAYS, default=None,
+                        help="time one way in this process and print its epoch time (used by the benchmark itself)")
+    args, argv = parser.parse_args(), sys.argv[1:]
+    if args.way:
+        print(f"EPOCH {one_way(args)}")
+        return
+    times = {way: [] for way in WAYS}
+    for _ in range(args.rounds):
+        for way in WAYS:
+            out = subprocess.run([sys.executable, __file__, *argv, "--way", way], capture_output=True, text=True)
+            if out.returncode:  # a LabError's one line (exit code 2), or the end of a crash's traceback
+                sys.stderr.write(out.stderr[-2000:])
+                sys.exit(out.returncode)
+            times[way].append(float(out.stdout.split("EPOCH ")[-1]))
+            print(f"  {way}: {times[way][-1]:.2f} s", flush=True)
+    medians = {way: statistics.median(t) for way, t in times.items()}
+    print(f"\nKeras, cifar_cnn width {args.width} depth {args.depth}, batch {args.batch_size}, "
+          f"{args.train_images:,} training images; median epoch time after warm-up over {args.rounds} round(s)")
+    for way, seconds in medians.items():
+        print(f"  {way:18s} {seconds:7.2f} s")
+    print(f"  OneDeviceStrategy / device scope: {medians['strategy'] / medians['scope']:.2f}x")
+
+
+def one_way(args) -> float:
+    settings = make_settings({"dataset": "folder", "data_dir": args.data_dir, "model": "cifar_cnn",
+                              "width": args.width, "depth": args.depth, "batch_size": args.batch_size,
+                              "epochs": args.epochs, "accelerator": "cpu"})
+    splits = cut(load_splits("folder", args.data_dir), args.train_images)
+    if args.way == "strategy":
+        keras_training.placement = one_device_strategy
+    return steady(project_times("keras", settings, splits))
+
+
+if __name__ == "__main__":
+    run_benchmark(main)

@@ -3,7 +3,8 @@ after a plain Keras fit, and after the project's Keras path (its tf.data pipelin
 
     python bench/interference.py [--dataset fashion_mnist] [--train-images 15000]
 
-run_lab.py trains every PyTorch experiment before any Keras one because of what this measures.
+It found PyTorch up to 1.5x slower after the project's Keras path while that path trained under a
+OneDeviceStrategy on the CPU; with the plain device scope it uses now, it finds no slowdown (README, Speed).
 """
 from __future__ import annotations
 

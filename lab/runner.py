@@ -28,7 +28,8 @@ from lab.settings import build_parser, make_settings, settings_from_args
 BACKENDS = {"lightning": "lightning_modules.training", "keras": "keras_models.training"}
 NAMES = {"lightning": "PyTorch Lightning", "keras": "Keras"}
 # One backend at a time, PyTorch first: PyTorch trained measurably slower in a process where Keras had
-# trained before (README, Benchmarks: bench/interference.py), while Keras after PyTorch did not.
+# trained under a OneDeviceStrategy before (README, Speed: bench/interference.py). Keras CPU runs no longer
+# use one and the slowdown is gone, but the order stays safe for GPU runs, which still do.
 TRAINING_ORDER = ("lightning", "keras")
 
 

@@ -19,6 +19,7 @@ from speed import project_times
 from datamodules import load_splits
 from datamodules.base import DataSplits, ImageSet
 from lab.augmentation import AugmentSpec
+from lab.lab_runs import parse_backends
 from lab.settings import make_settings, parse_bool
 
 TARGET = 1.3
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--color-jitter", type=float, default=0.0, help="jitter strength (default 0)")
     parser.add_argument("--cutout", type=int, default=0, help="cutout square size (default 0)")
     args = parser.parse_args()
+    backends = parse_backends(args.backends)  # before the data is loaded
     if args.torch_threads:
         import torch
 
@@ -56,7 +58,7 @@ def main() -> None:
     augmented = make_settings({**base, **augment})
     spec = AugmentSpec.from_settings(augmented)
     results = {}
-    for backend in [b.strip() for b in args.backends.split(",")]:
+    for backend in backends:
         times = {"without": [], "with": []}
         for _ in range(args.rounds):
             for label, settings in (("without", plain), ("with", augmented)):

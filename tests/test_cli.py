@@ -55,6 +55,7 @@ def test_help_explains_every_flag(tmp_path):
     ("bench/cifar.py", ["run", "--data-dir", "no-such-dir.tar.gz", "--out", "runs"], "no-such-dir.tar.gz"),
     ("bench/cifar.py", ["run", "--epochs", "0", "--data-dir", "x", "--out", "runs"], "epochs must be at least 1"),
     ("bench/augment_cost.py", ["--data-dir", "no-such-dir.tar.gz"], "no-such-dir.tar.gz"),
+    ("bench/augment_cost.py", ["--backends", "kreas"], "--backends must list lightning and/or keras"),
     ("bench/keras_placement.py", ["--data-dir", "no-such-dir.tar.gz"], "no-such-dir.tar.gz"),
 ])
 def test_benchmarks_refuse_bad_input_like_the_entry_scripts(script, args, message, tmp_path):

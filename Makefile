@@ -24,16 +24,17 @@ demo: install
 	$(PY) run_lab.py --preset quick --mnist-dataset digits --sections 1 --out runs/demo
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
 bench-speed: install
-	$(PY) bench/speed.py
+	$(PY) -m bench.speed
 
 bench-accuracy: install
-	$(PY) bench/accuracy.py
+	$(PY) -m bench.accuracy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -13,14 +13,23 @@ import sys
 from pathlib import Path
 
 from datamodules import load_splits
-from lab.augmentation import AugmentSpec, check_settings
 from lab.cli import run_command
-from lab.compare import compare_runs, format_gap, run_row
+from lab.config.settings import (
+    CHOICES,
+    HELP,
+    ExperimentSettings,
+    LabArgumentParser,
+    load_yaml,
+    make_settings,
+    parse_bool,
+)
 from lab.errors import LabError
-from lab.lab_runs import add_comparison_flags, parse_backends, run_each
-from lab.models import model_spec
-from lab.results import load_results
-from lab.settings import CHOICES, HELP, ExperimentSettings, LabArgumentParser, load_yaml, make_settings, parse_bool
+from lab.records.results import load_results
+from lab.reports.comparison import compare_runs, format_gap, run_row
+from lab.run.backend import parse_backends
+from lab.run.reuse import add_comparison_flags, run_each
+from lab.specs.augmentation import AugmentSpec, check_settings
+from lab.specs.models import model_spec
 
 # The training settings this tool takes as flags (others through --config), with their types.
 PASSED = {"dataset": str, "data_dir": str, "model": str, "epochs": int, "batch_size": int, "width": int,

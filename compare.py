@@ -4,9 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lab.compare import compare_runs, default_out_dir
 from lab.cli import run_command
-from lab.settings import LabArgumentParser
+from lab.config.settings import LabArgumentParser
+from lab.reports.comparison import compare_runs, default_out_dir
 
 
 def build_parser() -> LabArgumentParser:
@@ -24,8 +24,9 @@ def build_parser() -> LabArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code, written = run_command(lambda: compare_runs(args.paths, args.out or default_out_dir(args.paths, args.name),
-                                                     allow_mixed_datasets=args.allow_mixed_datasets), "nothing written.")
+    out = args.out or default_out_dir(args.paths, args.name)
+    code, written = run_command(lambda: compare_runs(args.paths, out, allow_mixed_datasets=args.allow_mixed_datasets),
+                                "nothing written.")
     if written is None:
         return code
     print(f"Compared {len(written['runs'])} runs:")

@@ -2,7 +2,7 @@
 """Run the whole lab on both backends and write one complete report. See --help."""
 import sys
 
-from lab.lab_main import main
+from lab.pipeline.whole_lab import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,11 +20,18 @@ from dataclasses import fields
 from pathlib import Path
 
 from lab.cli import run_command
+from lab.config.settings import (
+    ExperimentSettings,
+    LabArgumentParser,
+    add_setting_flags,
+    make_settings,
+    settings_from_args,
+)
 from lab.errors import LabError
-from lab.lab_runs import add_comparison_flags, parse_backends, run_each
-from lab.settings import ExperimentSettings, LabArgumentParser, add_setting_flags, make_settings, settings_from_args
-from lab.transfer import is_pretrained
-from lab.weights import resolve_weights
+from lab.run.backend import parse_backends
+from lab.run.reuse import add_comparison_flags, run_each
+from lab.specs.phases import is_pretrained
+from lab.specs.weight_sources import resolve_weights
 
 
 def build_parser() -> LabArgumentParser:
@@ -39,7 +46,8 @@ def build_parser() -> LabArgumentParser:
 def plan(args: argparse.Namespace) -> tuple[list[str], str, list[ExperimentSettings]]:
     """The backends, the experiment name, and the settings of the pretrained and the from-scratch runs."""
     backends = parse_backends(args.backends)
-    base = settings_from_args(argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("backends", "rerun")}))
+    flags = {k: v for k, v in vars(args).items() if k not in ("backends", "rerun")}
+    base = settings_from_args(argparse.Namespace(**flags))
     if not is_pretrained(base):
         raise LabError("give --weights (imagenet, a weights file or an earlier run) for the pretrained side; "
                        "the from-scratch side is trained with --weights none by this command.")
@@ -54,7 +62,7 @@ def plan(args: argparse.Namespace) -> tuple[list[str], str, list[ExperimentSetti
 
 def summary(run_dirs: list[Path]) -> str:
     """Each run's test accuracy and training time, and its test accuracy at the end of each phase."""
-    from lab.results import load_results
+    from lab.records.results import load_results
 
     lines = []
     for run_dir in run_dirs:
@@ -68,7 +76,7 @@ def summary(run_dirs: list[Path]) -> str:
 
 def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
     """Parse the flags, train the runs, write the comparison: (run folders, compare_runs' answer)."""
-    from lab.compare import compare_runs
+    from lab.reports.comparison import compare_runs
 
     args = build_parser().parse_args(argv)
     backends, experiment, runs = plan(args)

@@ -7,11 +7,12 @@ import argparse
 import sys
 
 from lab.cli import run_command
-from lab.search_space import HELP as SPACE_HELP
-from lab.search_space import NAMES as SPACE_NAMES
-from lab.search_space import SearchSpace, parse_space
-from lab.settings import LabArgumentParser, add_setting_flags, make_settings
-from lab.tuning import TUNER_CLASSES, TUNERS, SearchOptions, run_search
+from lab.config.settings import LabArgumentParser, add_setting_flags, make_settings
+from lab.run.backend import BACKENDS
+from lab.tuning.search import TUNERS, SearchOptions, run_search
+from lab.tuning.space import HELP as SPACE_HELP
+from lab.tuning.space import NAMES as SPACE_NAMES
+from lab.tuning.space import SearchSpace, parse_space
 
 SETTINGS = ("dataset", "data_dir", "classes", "seed", "val_fraction", "out", "accelerator", "gpus", "devices",
             "precision")
@@ -25,7 +26,7 @@ def build_parser(prog: str, backend: str) -> LabArgumentParser:
         "off when the same command runs again. Outputs: OUT/NAME/BACKEND/tuning (trials.csv, summary.md, one "
         "TensorBoard run per trial), OUT/NAME-best and OUT/NAME-first_cnn (the runs), OUT/NAME/BACKEND/comparison."))
     search = parser.add_argument_group("search")
-    search.add_argument("--backend", choices=tuple(TUNER_CLASSES), default=backend,
+    search.add_argument("--backend", choices=tuple(BACKENDS), default=backend,
                         help=f"framework that trains the trials (default: {backend})")
     search.add_argument("--tuner", choices=TUNERS, default=DEFAULTS.tuner,
                         help=f"search algorithm: {', '.join(TUNERS)} (default: {DEFAULTS.tuner})")

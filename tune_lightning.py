@@ -3,7 +3,12 @@
 The same search as tune_keras.py --backend lightning. See --help."""
 import sys
 
-from tune_keras import main
+import tune_keras
+
+
+def main(argv: list[str] | None = None) -> int:
+    return tune_keras.main(argv, backend="lightning")
+
 
 if __name__ == "__main__":
-    sys.exit(main(backend="lightning"))
+    sys.exit(main())

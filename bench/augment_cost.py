@@ -1,6 +1,6 @@
 """Cost of augmentation: median epoch time (train + validation) without and with it, on each backend.
 
-    python bench/augment_cost.py [--width 16] [--depth 3] [--epochs 3] [--train-images 9000] [--rounds 1]
+    python -m bench.augment_cost [--width 16] [--depth 3] [--epochs 3] [--train-images 9000] [--rounds 1]
                                  [--flip true --crop-pad 4 --rotate 0 --color-jitter 0 --cutout 0]
 
 The project's own training (the same code as train_*.py) of cifar_cnn on CIFAR-10, on the first
@@ -9,18 +9,15 @@ augmentation alternate, so a change in the machine's load hits both alike. Targe
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 
-# importing common puts the project on the path
-from common import add_cifar_epoch_flags, steady, run_benchmark
-from speed import project_times
-
+from bench.common import add_cifar_epoch_flags, benchmark_parser, run_benchmark, steady
+from bench.speed import project_times
 from datamodules import load_splits
 from datamodules.base import DataSplits, ImageSet
-from lab.augmentation import AugmentSpec
-from lab.lab_runs import parse_backends
-from lab.settings import make_settings, parse_bool
+from lab.config.settings import make_settings, parse_bool
+from lab.run.backend import parse_backends
+from lab.specs.augmentation import AugmentSpec
 
 TARGET = 1.3
 
@@ -33,8 +30,8 @@ def cut(splits: DataSplits, train_images: int) -> DataSplits:
                       splits.class_names, splits.source, splits.mean, splits.std)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = benchmark_parser("augment_cost", __doc__)
     add_cifar_epoch_flags(parser, rounds=1)
     parser.add_argument("--backends", default="lightning,keras", help="backends to time (default lightning,keras)")
     parser.add_argument("--torch-threads", type=int, default=None, help="PyTorch CPU threads (default: its choice)")
@@ -43,7 +40,7 @@ def main() -> None:
     parser.add_argument("--rotate", type=float, default=0.0, help="rotation range in degrees (default 0)")
     parser.add_argument("--color-jitter", type=float, default=0.0, help="jitter strength (default 0)")
     parser.add_argument("--cutout", type=int, default=0, help="cutout square size (default 0)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     backends = parse_backends(args.backends)  # before the data is loaded
     if args.torch_threads:
         import torch

@@ -1,21 +1,24 @@
-"""Shared pieces of the benchmarks: the reference loops the project is measured against."""
+"""Shared pieces of the benchmarks: the reference loops the project is measured against, and how a
+benchmark ends. The benchmarks are modules of the bench package, run from the repository root:
+
+    python -m bench.speed --help
+"""
 from __future__ import annotations
 
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
-import numpy as np
+from datamodules.batching import EVAL_BATCH_SIZE, epoch_order
+from lab.cli import run_command
+from lab.config.settings import LabArgumentParser
+from lab.specs.models import model_spec
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 # the CIFAR-10 JPEGs of the shared folder beside the checkout
 SHARED_CIFAR = str(REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
-
-from datamodules.batching import epoch_order  # noqa: E402
-from lab.models import model_spec  # noqa: E402
 
 
 def hand_written_torch(settings, splits, epochs: int, device: str = "cpu") -> tuple[list[float], float]:
@@ -49,17 +52,17 @@ def _torch_accuracy(net, part, device) -> float:
 
     net.eval()
     with torch.no_grad():
-        correct = sum((net(torch.from_numpy(part.images[i:i + 1024]).to(device)).argmax(1).cpu()
-                       == torch.from_numpy(part.labels[i:i + 1024])).sum().item() for i in range(0, len(part), 1024))
+        correct = sum((net(torch.from_numpy(part.images[i:i + EVAL_BATCH_SIZE]).to(device)).argmax(1).cpu()
+                       == torch.from_numpy(part.labels[i:i + EVAL_BATCH_SIZE])).sum().item()
+                      for i in range(0, len(part), EVAL_BATCH_SIZE))
     return correct / len(part)
 
 
 def plain_keras_fit(settings, splits, epochs: int) -> list[float]:
     """model.fit on float numpy arrays, as in the keras-io examples: epoch times (train + validation)."""
-    import keras
-
     from keras_models.network import build_model
     from keras_models.training import compile_model
+    from lab.frameworks import keras
 
     keras.utils.set_random_seed(settings.seed)
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
@@ -76,7 +79,7 @@ class EpochTimes:
         self.times: list[float] = []
 
     def keras(self):
-        import keras
+        from lab.frameworks import keras
 
         outer = self
 
@@ -95,11 +98,16 @@ def steady(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-def run_benchmark(main: Callable[[], int | None]) -> None:
-    """Exit as every command of the project does: a LabError is one line and exit code 2, Ctrl-C is 130."""
-    from lab.cli import run_command
+def benchmark_parser(module: str, doc: str) -> LabArgumentParser:
+    """A benchmark's parser: `python -m bench.<module>` in its usage, the docstring's first line as its
+    description, and bad flags reported as every command of the project reports them (one line, exit code 2)."""
+    return LabArgumentParser(prog=f"python -m bench.{module}", description=doc.splitlines()[0])
 
-    code, result = run_command(main, "finished runs are kept; run the same command again to continue.")
+
+def run_benchmark(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> NoReturn:
+    """Run main(argv) and exit as every command of the project does: a LabError is one line and exit code 2,
+    Ctrl-C is 130; otherwise main's return value (None: 0)."""
+    code, result = run_command(lambda: main(argv), "finished runs are kept; run the same command again to continue.")
     sys.exit(code or result or 0)
 
 

@@ -1,6 +1,6 @@
 """Speed: epochs of first_cnn (batch 32, Fashion-MNIST) five ways, in one process, in rounds.
 
-    python bench/speed.py [--dataset fashion_mnist] [--epochs 3] [--rounds 3] [--gpus N]
+    python -m bench.speed [--dataset fashion_mnist] [--epochs 3] [--rounds 3] [--gpus N]
 
 The ways: a hand-written PyTorch loop over preloaded tensors; the project's Lightning path; a bare
 Lightning Trainer (the project's module and batches, no callbacks, logger or progress bar: Lightning's
@@ -13,26 +13,24 @@ between rounds does not enter a ratio.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-# importing common puts the project on the path
-from common import hand_written_torch, plain_keras_fit, run_benchmark
-
+from bench.common import benchmark_parser, hand_written_torch, plain_keras_fit, run_benchmark
 from datamodules import load_splits
-from lab.settings import make_settings
+from lab.config.settings import make_settings
+from lab.run.backend import get_backend
 
 
 def project_times(backend: str, settings, splits) -> list[float]:
-    trainer = importlib.import_module(f"{'lightning_modules' if backend == 'lightning' else 'keras_models'}.training")
-    plan = trainer.configure_devices(settings)
+    """Epoch times (train + validation) of one run of the project's own training on `backend`."""
+    trainer = get_backend(backend)
+    plan = trainer.plan_devices(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        outcome = trainer.train(settings, splits, Path(tmp), resume=False, plan=plan)
-    return [row["time/epoch_s"] for row in outcome.record.history]
+        trained = trainer.train(settings, splits, Path(tmp), plan, resume=False)
+    return [row["time/epoch_s"] for row in trained.record.history]
 
 
 def bare_lightning_times(settings, splits) -> list[float]:
@@ -42,7 +40,7 @@ def bare_lightning_times(settings, splits) -> list[float]:
 
     from callbacks.lightning_recorder import synchronize
     from datamodules.torch_data import ArraysDataModule
-    from lightning_modules.training import build_module, configure_devices
+    from lightning_modules.training import build_module
 
     class EpochClock(pl.Callback):
         def __init__(self):
@@ -56,7 +54,7 @@ def bare_lightning_times(settings, splits) -> list[float]:
             synchronize(trainer)
             self.times.append(time.perf_counter() - self.start)
 
-    plan, clock = configure_devices(settings), EpochClock()
+    plan, clock = get_backend("lightning").plan_devices(settings), EpochClock()
     pl.seed_everything(settings.seed, verbose=False)
     trainer = pl.Trainer(max_epochs=settings.epochs, accelerator=plan.accelerator, devices=plan.devices, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -66,19 +64,17 @@ def bare_lightning_times(settings, splits) -> list[float]:
 
 
 def _torch_device(settings) -> str:
-    from lightning_modules.training import configure_devices
-
-    return "cuda" if configure_devices(settings).accelerator == "gpu" else "cpu"
+    return "cuda" if get_backend("lightning").plan_devices(settings).accelerator == "gpu" else "cpu"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = benchmark_parser("speed", __doc__)
     parser.add_argument("--dataset", default="fashion_mnist", help="dataset (default fashion_mnist)")
     parser.add_argument("--data-dir", default=None, help="where the dataset files are")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per way and round; the first is warm-up")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the five ways (default 3)")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs for the project paths (default: auto)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     settings = make_settings({"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
                               "batch_size": 32, "model": "first_cnn", "gpus": args.gpus})
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction)
@@ -111,6 +107,7 @@ def main() -> None:
 
 def _median_ratio(mine: list[float], reference: list[float]) -> float:
     return statistics.median(m / r for m, r in zip(mine, reference))
+
 
 if __name__ == "__main__":
     run_benchmark(main)

@@ -2,7 +2,7 @@
 fine-tuned on a small sample of classes 5-9, against the same model trained from random initialisation on
 that sample for the same number of epochs.
 
-    nice -n 5 python bench/transfer.py [--data-dir ../shared/data/cifar10-jpg.tar.gz] [--pretrain-epochs 4]
+    nice -n 5 python -m bench.transfer [--data-dir ../shared/data/cifar10-jpg.tar.gz] [--pretrain-epochs 4]
         [--pretrain-images 8000] [--train-images 2000] [--epochs 1] [--finetune-epochs 3] [--finetune-lr 1e-3]
         [--batch-size 32] [--out runs/bench-transfer]
 
@@ -15,23 +15,21 @@ Target: the fine-tuned model's test accuracy beats the from-scratch one's on bot
 """
 from __future__ import annotations
 
-import argparse
 import time
 
-# importing common puts the project on the path
-from common import SHARED_CIFAR as CIFAR, run_benchmark
-
-import lightning_modules.training  # noqa: F401  torch before TensorFlow: the other order can crash
 import transfer_compare
-from lab.lab_runs import ensure_run
-from lab.results import load_results
-from lab.settings import make_settings
+from bench.common import SHARED_CIFAR as CIFAR
+from bench.common import benchmark_parser, run_benchmark
+from lab.config.settings import make_settings
+from lab.records.results import load_results
+from lab.run.backend import in_training_order
+from lab.run.reuse import ensure_run
 
 MODEL = {"model": "cifar_cnn", "width": 16, "depth": 2, "dense_units": 64, "batch_size": 64}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = benchmark_parser("transfer", __doc__)
     parser.add_argument("--data-dir", default=CIFAR, help=f"the CIFAR-10 image tree (default {CIFAR})")
     parser.add_argument("--pretrain-epochs", type=int, default=4, help="epochs on classes 0-4 (default 4)")
     parser.add_argument("--pretrain-images", type=int, default=8000,
@@ -45,12 +43,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="batch size on 5-9 (default 32; the "
                                                                    "pretraining uses 64)")
     parser.add_argument("--out", default="runs/bench-transfer", help="root of the runs (default runs/bench-transfer)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     common_flags = {"dataset": "folder", "data_dir": args.data_dir, "out": args.out, **MODEL}
     pretrain = make_settings({**common_flags, "classes": "0,1,2,3,4", "train_images": args.pretrain_images,
                               "epochs": args.pretrain_epochs, "name": "cifar-first5"})
-    for backend in ("lightning", "keras"):
+    for backend in in_training_order(("lightning", "keras")):
         ensure_run(backend, pretrain)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in common_flags.items()]
     run_dirs, written = transfer_compare.compare([

@@ -6,8 +6,7 @@ import os
 import re
 from pathlib import Path
 
-import keras_models  # noqa: F401  (loads TensorFlow safely beside PyTorch, see there)
-import keras
+from lab.frameworks import keras
 
 _PATTERN = re.compile(r"last-epoch=(\d+)\.keras$")
 

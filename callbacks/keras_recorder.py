@@ -1,12 +1,9 @@
-"""Keras callback: times epochs and records their metrics (lab.recording), writes them to
+"""Keras callback: times epochs and records their metrics (lab.records.recording), writes them to
 TensorBoard with the epoch as step, under the tags the Lightning side uses."""
 from __future__ import annotations
 
-import keras_models  # noqa: F401  (loads TensorFlow safely beside PyTorch, see there)
-import keras
-import tensorflow as tf
-
-from lab.recording import EPOCH_TAGS, RunRecord
+from lab.frameworks import keras, tf
+from lab.records.recording import EPOCH_TAGS, RunRecord
 
 # Keras log names -> the shared tags.
 KERAS_LOGS = {"train/loss": "loss", "train/acc": "acc", "val/loss": "val_loss", "val/acc": "val_acc"}

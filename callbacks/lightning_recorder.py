@@ -1,11 +1,11 @@
-"""Lightning callback: times epochs and records their metrics (lab.recording), writes them to
+"""Lightning callback: times epochs and records their metrics (lab.records.recording), writes them to
 TensorBoard with the epoch as step, under the tags the Keras side uses."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
 
-from lab.recording import EPOCH_TAGS, RunRecord
+from lab.records.recording import EPOCH_TAGS, RunRecord
 
 
 class LightningRecorder(pl.Callback):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+EVAL_BATCH_SIZE = 1024  # validation, test and prediction batches: no gradients, so larger than training's
+
 
 def trained_images(n: int, batch_size: int) -> int:
     """How many of n images an epoch trains on."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Callable
 
@@ -10,11 +9,11 @@ from datamodules import cifar, idx
 from datamodules.base import RawDataset
 from datamodules.digits import load_digits
 from datamodules.folder import load_folder
-from lab.errors import LabError
+from lab.errors import LabError, one_line
+from lab.io import download_timeout
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "folder")
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package
-DOWNLOAD_TIMEOUT_S = 60  # torchvision sets no socket timeout; a blackholed network would hang forever
 
 IDX_HINT = "the four IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...)"
 CIFAR_HINT = f"{cifar.BATCHES_DIR}/ or {cifar.TARBALL}"
@@ -71,7 +70,7 @@ def _find_or_download(title: str, torchvision_class: str, root: Path, places: Ca
         try:
             _torchvision_download(torchvision_class, root)
         except Exception as exc:  # no network, no torchvision, a bad mirror...
-            reason = f"downloading them failed ({_short(exc)})"
+            reason = f"downloading them failed ({type(exc).__name__}: {one_line(exc, line=-1)})"
         else:
             for place in places(root):
                 if found(place):
@@ -85,17 +84,5 @@ def _torchvision_download(class_name: str, root: Path) -> None:
     """Fetch the dataset with torchvision's downloader (imported only here: it pulls in torch)."""
     import torchvision
 
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
+    with download_timeout():
         getattr(torchvision.datasets, class_name)(str(root), train=True, download=True)
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _short(exc: Exception) -> str:
-    """The last line of an exception message, trimmed, so the LabError stays one sentence."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
-    text = text[:160].rstrip(" .;")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -7,11 +7,10 @@ PyTorch side, and a resumed run continues the sequence where it stopped.
 from __future__ import annotations
 
 import numpy as np
-import keras_models  # noqa: F401  (loads TensorFlow safely beside PyTorch, see there)
-import tensorflow as tf
 
 from datamodules.base import ImageSet
-from datamodules.batching import epoch_order, train_batches, trained_images
+from datamodules.batching import EVAL_BATCH_SIZE, epoch_order, train_batches, trained_images
+from lab.frameworks import tf
 
 
 def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, epochs: int,
@@ -41,7 +40,7 @@ def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, 
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(part: ImageSet, batch_size: int = 1024) -> tf.data.Dataset:
+def eval_dataset(part: ImageSet, batch_size: int = EVAL_BATCH_SIZE) -> tf.data.Dataset:
     data = tf.data.Dataset.from_tensor_slices((part.images, part.labels))
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

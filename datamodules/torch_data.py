@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.base import DataSplits, ImageSet
-from datamodules.batching import epoch_order, num_batches
+from datamodules.batching import EVAL_BATCH_SIZE, epoch_order, num_batches
 
 
 class TensorBatches:
@@ -47,7 +47,7 @@ def to_tensors(part: ImageSet, device: torch.device | str = "cpu") -> tuple[torc
 class ArraysDataModule(pl.LightningDataModule):
     """Serves DataSplits to a Lightning Trainer; the tensors move to the training device once."""
 
-    def __init__(self, splits: DataSplits, batch_size: int, seed: int = 0, eval_batch_size: int = 1024):
+    def __init__(self, splits: DataSplits, batch_size: int, seed: int = 0, eval_batch_size: int = EVAL_BATCH_SIZE):
         super().__init__()
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
         self.eval_batch_size = eval_batch_size

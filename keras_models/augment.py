@@ -1,18 +1,17 @@
-"""The Keras side of lab.augmentation: whole uint8 N x H x W x C batches, mapped in the tf.data pipeline.
+"""The Keras side of lab.specs.augmentation: whole uint8 N x H x W x C batches, mapped in the tf.data pipeline.
 
-The stock preprocessing layers do not all mean what lab.augmentation defines: RandomCrop draws one
+The stock preprocessing layers do not all mean what lab.specs.augmentation defines: RandomCrop draws one
 offset per batch, RandomBrightness adds instead of multiplying, RandomContrast centres each channel
 on its own mean, there is no cutout, and their seed-generator state makes a parallel tf.data map
-irreproducible. So the draws come from lab.augmentation.draw (seeded by the global batch index) and
+irreproducible. So the draws come from lab.specs.augmentation.draw (seeded by the global batch index) and
 are applied with batched tensor operations; the rotation uses keras.ops.image.affine_transform.
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from lab import augmentation as A
+from lab.frameworks import keras, tf
+from lab.specs import augmentation as A
 
 
 def build_augment(settings, image_size: tuple[int, int]):
@@ -33,7 +32,7 @@ def build_augment(settings, image_size: tuple[int, int]):
 
 
 def apply(images: tf.Tensor, spec: A.AugmentSpec, draws: tf.Tensor) -> tf.Tensor:
-    """Augment uint8 N x H x W x C images with the draws (lab.augmentation columns)."""
+    """Augment uint8 N x H x W x C images with the draws (lab.specs.augmentation columns)."""
     if spec.flip:
         images = tf.where(draws[:, A.FLIP][:, None, None, None] > 0, tf.reverse(images, [2]), images)
     if spec.crop_pad:

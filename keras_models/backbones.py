@@ -1,26 +1,25 @@
-"""Keras models for transfer learning, split into backbone blocks and a head (see lab.transfer).
+"""Keras models for transfer learning, split into backbone blocks and a head (see lab.specs.phases).
 
 Zoo backbones come from keras.applications without their top: uint8 images are resized on the fly
 (a Resizing layer) and preprocessed by the family's preprocess_input, inside the model; a pretrained
 backbone is called with training=False, as in the keras.io transfer-learning guide, so its BatchNorm
-layers run in inference mode whatever is trainable. Project models are the usual lab.models networks.
+layers run in inference mode whatever is trainable. Project models are the usual lab.specs.models networks.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-import keras
-from keras import layers as L
-from keras.src.backend.config import keras_home  # where keras.utils.get_file caches, $KERAS_HOME
-
 from datamodules.base import DataSplits
-from lab.backbones import BACKBONES, image_size, is_backbone
-from lab.errors import LabError
-from lab.models import model_spec
-from lab.transfer import Phase, has_params, is_pretrained, spec_blocks, trains_block
-from lab.weights import download_timeout
 from keras_models.network import build_model, spec_layers
+from lab.errors import LabError, one_line
+from lab.frameworks import keras
+from lab.io import download_timeout
+from lab.specs.models import model_spec
+from lab.specs.phases import Phase, has_params, is_pretrained, spec_blocks, trains_block
+from lab.specs.zoo import BACKBONES, image_size, is_backbone
+
+L = keras.layers
 
 
 @keras.saving.register_keras_serializable(package="dual_lab")
@@ -72,7 +71,7 @@ def transfer_parts(model: keras.Model, settings, splits: DataSplits) -> Transfer
 
 
 def keras_block(model: str, layer: str) -> int:
-    """The block (lab.backbones) a keras.applications layer belongs to, read from its name."""
+    """The block (lab.specs.zoo) a keras.applications layer belongs to, read from its name."""
     if model == "resnet":  # conv1_*, then the stages conv2_* .. conv5_*
         match = re.match(r"conv(\d)_", layer)
         return int(match.group(1)) - 1 if match else 0
@@ -116,10 +115,10 @@ def _application(model: str, size: int, weights: str | None) -> keras.Model:
         with download_timeout():
             return build(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
     except Exception as e:  # noqa: BLE001  a failed download or a file Keras cannot use, whatever the error
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        why = one_line(e, limit=200)
         if weights == "imagenet":
             raise LabError(f"cannot download the ImageNet weights of {name} ({why}) and Keras' cache has no copy "
-                           f"(looked in {keras_home()}/models); copy the no-top weights file there or pass "
-                           "--weights FILE.") from None
+                           f"(looked in {keras.src.backend.config.keras_home()}/models); copy the no-top weights "
+                           "file there or pass --weights FILE.") from None
         raise LabError(f"--weights {weights} does not fit keras.applications.{name} without its top ({why}); "
                        "give that model's no-top .h5 weights file.") from None

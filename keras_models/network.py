@@ -4,11 +4,12 @@ Keras' defaults are the shared initialisation scheme: Glorot-uniform kernels, ze
 """
 from __future__ import annotations
 
-import keras
 import numpy as np
-from keras import layers as L
 
-from lab import architectures as A
+from lab.frameworks import keras
+from lab.specs import architectures as A
+
+L = keras.layers
 
 
 def build_model(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, std, name: str = "model") -> keras.Model:

@@ -1,25 +1,80 @@
-"""Train and test one experiment with Keras model.fit."""
+"""The Keras backend: one training loop for every run, a plain run being a run of one phase.
+
+Each phase of a transfer run (lab.specs.phases) is one model.fit continuing the epoch count, with the
+layers' trainable flags set and the model recompiled at the phase's learning rate before it.
+"""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
-import keras
-import tensorflow as tf
+import numpy as np
 
 from callbacks.keras_checkpoint import LastCheckpoint, find_last
 from callbacks.keras_recorder import KerasRecorder
 from datamodules.base import DataSplits
+from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
 from keras_models.augment import apply_numpy, build_augment
+from keras_models.backbones import TransferModel, build_transfer_model, set_trainable, transfer_parts
 from keras_models.network import build_model, count_params
-from lab.augmentation import save_augmented_grid
-from lab.devices import DevicePlan, plan_devices
-from lab.models import model_spec
-from lab.outcome import Outcome
-from lab.recording import RunRecord
-from lab.transfer import is_transfer
+from keras_models.weights import load_checkpoint, zoo_weights
+from lab.config.devices import DevicePlan, plan_devices
+from lab.frameworks import keras, tf
+from lab.records.recording import RunRecord
+from lab.records.rundirs import CHECKPOINTS_DIR
+from lab.reports.metrics import accuracy
+from lab.reports.report import save_augmented_grid
+from lab.run.backend import Trained
+from lab.specs.models import model_spec
+from lab.specs.phases import Phase, PhaseStats, TransferLog, is_transfer, plan_phases, transfer_details
+from lab.specs.weight_sources import head_status, resolve_weights
+from lab.specs.zoo import BACKBONES, is_backbone
 
 POLICIES = {"32": "float32", "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
+
+
+class KerasBackend:
+    name = "keras"
+
+    def plan_devices(self, settings) -> DevicePlan:
+        gpus = tf.config.list_physical_devices("GPU")
+        plan = plan_devices(settings, len(gpus))
+        _configure_gpus(gpus, hide=plan.accelerator == "cpu")
+        if plan.accelerator == "cpu":
+            tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
+        return plan
+
+    def is_writer(self) -> bool:
+        """The chief of a multi-worker cluster (TF_CONFIG), or worker 0 when it names no chief."""
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = config.get("task", {})
+        if not task:
+            return True
+        chief = "chief" in config.get("cluster", {})
+        return task.get("type") == "chief" or (not chief and task.get("type") == "worker" and task.get("index") == 0)
+
+    def train(self, settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
+              patience: int | None = None) -> Trained:
+        return train(settings, splits, run_dir, plan, resume, patience)
+
+    def log_extras(self, run_dir: Path, step: int, images: dict[str, np.ndarray], hparams: dict,
+                   metrics: dict[str, float]) -> None:
+        from tensorboard.plugins.hparams import api as hp
+
+        writer = tf.summary.create_file_writer(str(run_dir))
+        with writer.as_default():
+            for tag, array in images.items():
+                tf.summary.image(tag, array[None], step=step)
+            hp.hparams(hparams)
+            for tag, value in metrics.items():
+                tf.summary.scalar(tag, value, step=0)
+        writer.close()
+
+
+BACKEND = KerasBackend()
 
 
 def compile_model(model: keras.Model, optimizer: str, lr: float) -> keras.Model:
@@ -35,58 +90,97 @@ def build_compiled(settings, splits: DataSplits) -> keras.Model:
     return compile_model(model, settings.optimizer, settings.lr)
 
 
-def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
-          extra_callbacks: tuple = ()) -> Outcome:
-    if is_transfer(settings):  # two phases, weights to load: keras_models/transfer.py
-        from keras_models import transfer
-
-        return transfer.train(settings, splits, run_dir, resume, plan, extra_callbacks)
+def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
+          patience: int | None = None, callbacks: tuple = ()) -> Trained:
+    """Backend.train; `callbacks` are added to every fit's (tests observe training with them)."""
+    keras.backend.clear_session()  # drop the graphs of earlier runs in this process (run_lab, searches)
     keras.utils.set_random_seed(settings.seed)
     with placement(plan):
-        return _train(settings, splits, run_dir, resume, plan, extra_callbacks)
+        return _train(settings, splits, run_dir, plan, resume, [*callbacks, *_early_stopping(patience)])
 
 
-def _train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
-           extra_callbacks: tuple) -> Outcome:
+def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool, extra: list) -> Trained:
     record = RunRecord(run_dir, len(splits.train))
-    model, first_epoch = _model(settings, splits, run_dir / "checkpoints", resume)
-    record.restore(first_epoch)
+    log = TransferLog(run_dir) if is_transfer(settings) else None
+    model, parts, done = _model(settings, splits, run_dir, resume, log)
+    record.restore(done)
     model.summary()
     if settings.save_augmented:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
     writer = tf.summary.create_file_writer(str(run_dir))
-    if first_epoch < settings.epochs:  # else resumed with every epoch done (killed before its results)
-        _fit(model, settings, splits, first_epoch, _callbacks(record, writer, run_dir / "checkpoints") +
-             list(extra_callbacks))
-    return outcome(model.predict(splits.test.images, batch_size=1024, verbose=0), model, record, plan, writer)
+    phases = plan_phases(settings, len(parts.blocks) if parts else 0)
+    for index, phase in enumerate(phases):
+        if phase.end <= done:  # resumed after this phase
+            continue
+        if parts is not None and not phase.start < done:  # a transfer phase starting now, not resumed inside it
+            set_trainable(parts, phase)
+            compile_model(model, settings.optimizer, phase.lr)
+        _fit(model, settings, splits, phase, max(done, phase.start),
+             _callbacks(record, writer, run_dir / CHECKPOINTS_DIR) + extra)
+        if log is not None and index < len(phases) - 1:
+            log.finish_phase(index, _test(model, splits)[0])
+    stats, logits = _test(model, splits)
+    if log is not None:
+        log.finish_phase(len(phases) - 1, stats)
+    return Trained(logits, count_params(model), record, _describe(plan),
+                   log.summary(phases, record.history) if log is not None else {})
 
 
-def _fit(model: keras.Model, settings, splits: DataSplits, first_epoch: int, callbacks: list) -> None:
+def _early_stopping(patience: int | None) -> list:
+    return [] if patience is None else [keras.callbacks.EarlyStopping(monitor="val_acc", mode="max", patience=patience)]
+
+
+def _model(settings, splits: DataSplits, run_dir: Path, resume: bool,
+           log: TransferLog | None) -> tuple[keras.Model, TransferModel | None, int]:
+    """(model, its transfer blocks and head or None, epochs done): a resumed run's last checkpoint (weights,
+    trainable flags and optimizer of its phase), else a new model with its initial weights."""
+    saved = find_last(run_dir / CHECKPOINTS_DIR) if resume else []
+    if saved:
+        model = keras.models.load_model(saved[0][0], safe_mode=True)
+        return model, transfer_parts(model, settings, splits) if log is not None else None, saved[0][1]
+    if log is None:
+        return build_compiled(settings, splits), None, 0
+    parts = _new_transfer_model(settings, splits, log)
+    return parts.model, parts, 0
+
+
+def _new_transfer_model(settings, splits: DataSplits, log: TransferLog) -> TransferModel:
+    source = resolve_weights(settings.weights, "keras", settings.model)
+    parts = build_transfer_model(settings, splits, zoo_weights(source, settings.model))
+    if source.format == "keras":
+        head = load_checkpoint(parts, source.path, splits.class_names)
+    else:  # none, or imagenet / an .h5 file that went into the backbone only
+        head = head_status(None, splits.class_names)
+    backbone = BACKBONES[settings.model].keras if is_backbone(settings.model) else settings.model
+    log.set_details(transfer_details(settings, source, backbone, len(parts.blocks), head))
+    return parts
+
+
+def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: int, callbacks: list) -> None:
     model.fit(
-        train_dataset(splits.train, settings.batch_size, settings.seed, first_epoch, settings.epochs,
+        train_dataset(splits.train, settings.batch_size, settings.seed, first, phase.end,
                       augment=build_augment(settings, splits.input_shape[:2])),
-        epochs=settings.epochs, initial_epoch=first_epoch, shuffle=False,  # the pipeline shuffles
+        epochs=phase.end, initial_epoch=first, shuffle=False,  # the pipeline shuffles
         steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size),
-        validation_data=eval_dataset(splits.val),
-        callbacks=callbacks,
+        validation_data=eval_dataset(splits.val), callbacks=callbacks,
     )
 
 
-def outcome(test_logits, model: keras.Model, record: RunRecord, plan: DevicePlan, writer,
-            extra: dict | None = None) -> Outcome:
-    return Outcome(test_logits=test_logits, params=count_params(model), record=record, device=_describe(plan),
-                   log_images=lambda images: _log_images(writer, images, len(record.history)),
-                   log_hparams=lambda hparams, metrics: _log_hparams(writer, hparams, metrics), extra=extra)
+def _test(model: keras.Model, splits: DataSplits) -> tuple[PhaseStats, np.ndarray]:
+    """The parameter counts and test accuracy at the end of a phase, and the test logits."""
+    logits = model.predict(splits.test.images, batch_size=EVAL_BATCH_SIZE, verbose=0)
+    count = count_params(model)
+    return PhaseStats(count.trainable, count.non_trainable, accuracy(logits, splits.test.labels)), logits
 
 
-def configure_devices(settings) -> DevicePlan:
-    gpus = tf.config.list_physical_devices("GPU")
-    plan = plan_devices(settings, len(gpus))
-    _configure_gpus(gpus, hide=plan.accelerator == "cpu")
-    if plan.accelerator == "cpu":
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
-    return plan
+def _callbacks(record: RunRecord, writer, checkpoints: Path) -> list[keras.callbacks.Callback]:
+    best_so_far = max((row["val/acc"] for row in record.history), default=None)
+    return [
+        KerasRecorder(record, writer),  # before the checkpoints, so a saved epoch is always recorded
+        keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_acc", mode="max",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        LastCheckpoint(checkpoints),
+    ]
 
 
 def _configure_gpus(gpus: list, hide: bool) -> None:
@@ -109,41 +203,6 @@ def placement(plan: DevicePlan):
     if plan.num_gpus == 1:
         return tf.distribute.OneDeviceStrategy(f"/gpu:{plan.devices[0]}").scope()
     return tf.device("/cpu:0")
-
-
-def _model(settings, splits: DataSplits, checkpoints: Path, resume: bool) -> tuple[keras.Model, int]:
-    saved = find_last(checkpoints) if resume else []
-    if saved:
-        path, epochs_done = saved[0]
-        return keras.models.load_model(path, safe_mode=True), epochs_done
-    return build_compiled(settings, splits), 0
-
-
-def _callbacks(record: RunRecord, writer, checkpoints: Path) -> list[keras.callbacks.Callback]:
-    best_so_far = max((row["val/acc"] for row in record.history), default=None)
-    return [
-        KerasRecorder(record, writer),  # before the checkpoints, so a saved epoch is always recorded
-        keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_acc", mode="max",
-                                        save_best_only=True, initial_value_threshold=best_so_far),
-        LastCheckpoint(checkpoints),
-    ]
-
-
-def _log_images(writer, images: dict, step: int) -> None:
-    with writer.as_default():
-        for tag, array in images.items():
-            tf.summary.image(tag, array[None], step=step)
-    writer.flush()
-
-
-def _log_hparams(writer, hparams: dict, metrics: dict) -> None:
-    from tensorboard.plugins.hparams import api as hp
-
-    with writer.as_default():
-        hp.hparams({k: ("none" if v is None else v) for k, v in hparams.items()})
-        for tag, value in metrics.items():
-            tf.summary.scalar(tag, value, step=0)
-    writer.flush()
 
 
 def _describe(plan: DevicePlan) -> str:

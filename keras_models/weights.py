@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-
 from keras_models import backbones  # noqa: F401  registers ZooPreprocess, which zoo checkpoints hold
 from keras_models.backbones import TransferModel
-from lab.backbones import is_backbone
-from lab.errors import LabError
-from lab.weights import WeightsSource, head_status, keeps_head, mismatch_sentence
+from lab.errors import LabError, one_line
+from lab.frameworks import keras
+from lab.specs.weight_sources import WeightsSource, head_status, keeps_head, mismatch_sentence
+from lab.specs.zoo import is_backbone
 
 
 def zoo_weights(source: WeightsSource, model: str) -> str | None:
@@ -29,7 +28,7 @@ def load_checkpoint(parts: TransferModel, path: Path, class_names) -> str:
     try:
         saved = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # noqa: BLE001  Keras raises many kinds for a file it cannot read
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        why = one_line(e, limit=200)
         raise LabError(f"--weights {path} does not load as a Keras model ({why}); give the .keras checkpoint "
                        "of a Keras run.") from None
     saved_head = [layer for layer in saved.layers if isinstance(layer, keras.layers.Dense)]

@@ -1,1 +1,2 @@
-"""Backend-free code: experiment settings, architectures, results, analysis and reports."""
+"""The shared, backend-free layer. Its root holds what every layer may import (errors, atomic files,
+the command-line ending, framework loading); each sub-package is one room, see ARCHITECTURE.md."""

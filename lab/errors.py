@@ -5,3 +5,10 @@ class LabError(Exception):
     """Bad input or missing data. The message is one sentence saying what is wrong and how to fix it."""
 
     exit_code = 2
+
+
+def one_line(error: BaseException, limit: int = 160, line: int = 0) -> str:
+    """One line of an exception's message (the first, or index `line`), cut to `limit` characters, so that
+    a LabError quoting it stays one sentence; the exception's type when it has no message."""
+    lines = [text.strip() for text in str(error).splitlines() if text.strip()]
+    return lines[line][:limit].rstrip(" .;") if lines else type(error).__name__

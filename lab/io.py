@@ -1,9 +1,11 @@
-"""Atomic writes: a reader never sees a half-written file, a crash never leaves one."""
+"""Atomic writes (a reader never sees a half-written file, a crash never leaves one) and download timeouts."""
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -48,3 +50,14 @@ def _jsonable(value):
     if isinstance(value, os.PathLike):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+@contextmanager
+def download_timeout(seconds: float = 60):
+    """A network that hangs fails after `seconds` instead of never: the frameworks' downloaders set no timeout."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)

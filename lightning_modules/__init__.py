@@ -1,4 +1,4 @@
-"""PyTorch Lightning side: networks built from lab.architectures specs, the LightningModule, training."""
+"""PyTorch Lightning side: networks built from lab.specs.architectures specs, the LightningModule, training."""
 import warnings
 
 # pytorch-lightning 2.6 calls an API torch 2.14 deprecates, once per fit; nothing a user can act on.

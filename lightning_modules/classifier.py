@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -65,3 +66,19 @@ class ImageClassifier(pl.LightningModule):
             return torch.optim.SGD(params, lr=self.hparams.lr, momentum=0.9)
         # Keras' Adam epsilon, so both backends take the same steps.
         return torch.optim.Adam(params, lr=self.hparams.lr, eps=1e-7)
+
+
+class TransferClassifier(ImageClassifier):
+    """An ImageClassifier whose frozen BatchNorm layers stay in inference mode, as Keras runs them."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, _BatchNorm) and module.weight is not None and not module.weight.requires_grad:
+                module.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning never calls train(): it only restores the modes it found before each validation. This
+        # hook runs after the callbacks', so after PhaseFinetuning has set this epoch's trainable layers.
+        self.train()

@@ -1,29 +1,70 @@
-"""Train and test one experiment with a Lightning Trainer."""
+"""The Lightning backend: one training loop for every run, a plain run being a run of one phase.
+
+A transfer run (lab.specs.phases) trains its phases in the same Trainer, epochs numbered continuously;
+callbacks.lightning_finetuning.PhaseFinetuning freezes and unfreezes blocks at the phase boundary.
+"""
 from __future__ import annotations
 
+import signal
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
+from callbacks.lightning_finetuning import PhaseFinetuning
 from callbacks.lightning_progress import ThrottledRichProgressBar
 from callbacks.lightning_recorder import LightningRecorder
 from datamodules.base import DataSplits
+from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.torch_data import ArraysDataModule
-from lab.augmentation import save_augmented_grid
-from lab.devices import DevicePlan, plan_devices
-from lab.models import model_spec
-from lab.outcome import Outcome
-from lab.recording import RunRecord
-from lab.transfer import is_transfer
-from lightning_modules.classifier import ImageClassifier
+from lab.config.devices import DevicePlan, plan_devices
+from lab.records.recording import RunRecord
+from lab.records.rundirs import CHECKPOINTS_DIR
+from lab.reports.metrics import accuracy
+from lab.reports.report import save_augmented_grid
+from lab.run.backend import Trained
+from lab.specs.models import model_spec
+from lab.specs.phases import PhaseStats, TransferLog, is_transfer, plan_phases, transfer_details
+from lab.specs.weight_sources import resolve_weights
+from lightning_modules.classifier import ImageClassifier, TransferClassifier
 from lightning_modules.components import build_network, count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
+from lightning_modules.components.backbones import TransferNet, build_transfer_net
+from lightning_modules.weights import load_initial_weights
 
 LAST_CKPT = "last.ckpt"
+
+
+class LightningBackend:
+    name = "lightning"
+
+    def plan_devices(self, settings) -> DevicePlan:
+        return plan_devices(settings, torch.cuda.device_count())
+
+    def is_writer(self) -> bool:
+        return rank_zero_only.rank == 0
+
+    def train(self, settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
+              patience: int | None = None) -> Trained:
+        with _ctrl_c_as_keyboard_interrupt():
+            return train(settings, splits, run_dir, plan, resume, patience)
+
+    def log_extras(self, run_dir: Path, step: int, images: dict[str, np.ndarray], hparams: dict,
+                   metrics: dict[str, float]) -> None:
+        logger = _logger(run_dir)
+        for tag, array in images.items():
+            logger.experiment.add_image(tag, array, step, dataformats="HWC")
+        logger.log_hyperparams(hparams, metrics)
+        logger.experiment.close()
+
+
+BACKEND = LightningBackend()
 
 
 def build_module(settings, splits: DataSplits, augment=None) -> ImageClassifier:
@@ -32,35 +73,52 @@ def build_module(settings, splits: DataSplits, augment=None) -> ImageClassifier:
     return ImageClassifier(net, splits.num_classes, settings.optimizer, settings.lr, augment)
 
 
-def train(settings, splits: DataSplits, run_dir: Path, resume: bool, plan: DevicePlan,
-          extra_callbacks: tuple = ()) -> Outcome:
-    if is_transfer(settings):  # two phases, weights to load: lightning_modules/transfer.py
-        from lightning_modules import transfer
-
-        return transfer.train(settings, splits, run_dir, resume, plan, extra_callbacks)
+def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
+          patience: int | None = None, callbacks: tuple = ()) -> Trained:
+    """Backend.train; `callbacks` are added to the Trainer's (tests observe training with them)."""
     pl.seed_everything(settings.seed, workers=True, verbose=False)
-    module = build_module(settings, splits, build_augment(settings))
+    ckpt = _resume_checkpoint(run_dir) if resume else None
+    record = RunRecord(run_dir, len(splits.train))
+    module, tnet, log = _module(settings, splits, run_dir, fresh=ckpt is None)
+    phases = plan_phases(settings, len(tnet.blocks) if tnet else 0)
+    if tnet is not None:
+        def phase_end(index: int, trainer: pl.Trainer) -> None:  # the next epoch puts the module back in training
+            log.finish_phase(index, _test(module, splits, trainer.strategy.root_device)[0])
+
+        callbacks = (PhaseFinetuning(tnet, phases, _epochs_done(ckpt), on_phase_end=phase_end), *callbacks)
+    if patience is not None:
+        callbacks = (*callbacks, EarlyStopping("val/acc", mode="max", patience=patience))
     if settings.save_augmented:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
-    record = RunRecord(run_dir, len(splits.train))
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
-    trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, logger, extra_callbacks))
-    ckpt = _resume_checkpoint(run_dir) if resume else None
-    trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
-    return outcome(predict_logits(module, splits.test.images, trainer.strategy.root_device), module, record, plan,
-                   logger)
+    trainer = pl.Trainer(**_trainer_args(plan, run_dir, record, phases[-1].end, callbacks))
+    with warnings.catch_warnings():
+        # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
+        warnings.filterwarnings("ignore", message="The dirpath has changed")
+        trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
+    stats, logits = _test(module, splits, trainer.strategy.root_device)
+    if log is not None:
+        log.finish_phase(len(phases) - 1, stats)
+    return Trained(logits, count_params(module.net), record, _describe(plan),
+                   log.summary(phases, record.history) if log is not None else {})
 
 
-def outcome(test_logits: np.ndarray, module: ImageClassifier, record: RunRecord, plan: DevicePlan,
-            logger: TensorBoardLogger, extra: dict | None = None) -> Outcome:
-    return Outcome(test_logits=test_logits, params=count_params(module.net), record=record, device=_describe(plan),
-                   log_images=lambda images: _log_images(logger, images, len(record.history)),
-                   log_hparams=lambda hparams, metrics: _log_hparams(logger, hparams, metrics), extra=extra)
+def _module(settings, splits: DataSplits, run_dir: Path,
+            fresh: bool) -> tuple[ImageClassifier, TransferNet | None, TransferLog | None]:
+    """The LightningModule and, for a transfer run, its blocks and phase log; a fresh transfer run loads its
+    initial weights (a resumed one continues from its checkpoint instead)."""
+    if not is_transfer(settings):
+        return build_module(settings, splits, build_augment(settings)), None, None
+    source = resolve_weights(settings.weights, "lightning", settings.model)
+    tnet, log = build_transfer_net(settings, splits), TransferLog(run_dir)
+    if fresh:
+        head = load_initial_weights(tnet, source, splits.class_names)
+        log.set_details(transfer_details(settings, source, tnet.zoo_name or settings.model, len(tnet.blocks), head))
+    module = TransferClassifier(tnet.net, splits.num_classes, settings.optimizer, settings.lr, build_augment(settings))
+    return module, tnet, log
 
 
-def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, logger,
-                  extra_callbacks: tuple = ()) -> dict:
-    checkpoints = run_dir / "checkpoints"
+def _trainer_args(plan: DevicePlan, run_dir: Path, record: RunRecord, epochs: int, extra_callbacks: tuple) -> dict:
+    checkpoints = run_dir / CHECKPOINTS_DIR
     callbacks = [
         LightningRecorder(record),  # before the checkpoints, so a saved epoch is always recorded
         # Fixed names, overwritten, never versioned: also when continuing from checkpoints copied from elsewhere.
@@ -70,44 +128,52 @@ def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, 
         ThrottledRichProgressBar(),
         *extra_callbacks,
     ]
-    return dict(max_epochs=settings.epochs, accelerator=plan.accelerator, devices=plan.devices,
-                precision=plan.precision, logger=logger, callbacks=callbacks, num_sanity_val_steps=0,
-                enable_model_summary=True, default_root_dir=str(run_dir))
+    return dict(max_epochs=epochs, accelerator=plan.accelerator, devices=plan.devices, precision=plan.precision,
+                logger=_logger(run_dir), callbacks=callbacks, num_sanity_val_steps=0, enable_model_summary=True,
+                default_root_dir=str(run_dir))
+
+
+def _logger(run_dir: Path) -> TensorBoardLogger:
+    return TensorBoardLogger(save_dir=str(run_dir), name="", version="", default_hp_metric=False)
 
 
 def _resume_checkpoint(run_dir: Path) -> str | None:
-    path = run_dir / "checkpoints" / LAST_CKPT
+    path = run_dir / CHECKPOINTS_DIR / LAST_CKPT
     return str(path) if path.exists() else None
 
 
+def _epochs_done(ckpt: str | None) -> int:
+    """Epochs a Lightning checkpoint saved at an epoch's end holds."""
+    return 0 if ckpt is None else torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"] + 1
+
+
+def _test(module: ImageClassifier, splits: DataSplits, device) -> tuple[PhaseStats, np.ndarray]:
+    """The parameter counts and test accuracy at the end of a phase, and the test logits."""
+    logits = predict_logits(module, splits.test.images, device)
+    count = count_params(module.net)
+    return PhaseStats(count.trainable, count.non_trainable, accuracy(logits, splits.test.labels)), logits
+
+
 @torch.no_grad()
-def predict_logits(module: ImageClassifier, images: np.ndarray, device, batch_size: int = 1024) -> np.ndarray:
+def predict_logits(module: ImageClassifier, images: np.ndarray, device,
+                   batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     module.eval().to(device)
     out = [module(torch.from_numpy(images[i:i + batch_size]).to(device)).float().cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy()
 
 
-def _log_images(logger: TensorBoardLogger, images: dict[str, np.ndarray], step: int) -> None:
-    for tag, array in images.items():
-        logger.experiment.add_image(tag, array, step, dataformats="HWC")
-    logger.experiment.flush()
-
-
-def _log_hparams(logger: TensorBoardLogger, hparams: dict, metrics: dict) -> None:
-    logger.log_hyperparams(_flat(hparams), metrics)
-    logger.experiment.flush()  # now, not at exit: a search process trains many runs
-
-
-def _flat(hparams: dict) -> dict:
-    return {k: ("none" if v is None else v) for k, v in hparams.items()}
+@contextmanager
+def _ctrl_c_as_keyboard_interrupt():
+    """Lightning turns Ctrl-C into exit(1) and ignores further Ctrl-C; callers expect a KeyboardInterrupt."""
+    try:
+        yield
+    except SystemExit as e:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from e
 
 
 def _describe(plan: DevicePlan) -> str:
     if plan.accelerator == "cpu":
         return "cpu"
     return f"gpu x{plan.num_gpus} ({torch.cuda.get_device_name(plan.devices[0])})"
-
-
-def configure_devices(settings) -> DevicePlan:
-    return plan_devices(settings, torch.cuda.device_count())

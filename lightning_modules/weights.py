@@ -10,13 +10,14 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 
-from lab.errors import LabError
-from lab.weights import WeightsSource, download_timeout, head_status, keeps_head, mismatch_sentence
-from lightning_modules.components.backbones import BackboneNet, TransferNet, ZOO_CLASSIFIER
+from lab.errors import LabError, one_line
+from lab.io import download_timeout
+from lab.specs.weight_sources import WeightsSource, head_status, keeps_head, mismatch_sentence
+from lightning_modules.components.backbones import ZOO_CLASSIFIER, BackboneNet, TransferNet
 
 
 def load_initial_weights(tnet: TransferNet, source: WeightsSource, class_names) -> str:
-    """Load the weights into tnet.net; returns what became of the head (lab.transfer.head_status)."""
+    """Load the weights into tnet.net; returns what became of the head (lab.specs.phases.head_status)."""
     if source.kind == "none":
         return head_status(None, class_names)
     path = imagenet_file(tnet.zoo_name) if source.kind == "imagenet" else source.path
@@ -45,8 +46,8 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LabError(f"--weights {path} does not load as a PyTorch weights file ({first[:160]}); give a "
+        first = one_line(e)
+        raise LabError(f"--weights {path} does not load as a PyTorch weights file ({first}); give a "
                        "state dict (.pth) or a Lightning checkpoint (.ckpt) of plain tensors.") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a Lightning checkpoint
         obj = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}

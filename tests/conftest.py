@@ -1,6 +1,10 @@
 """Shared fixtures: a private dataset cache and a tiny image-folder dataset written into tmp_path."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +48,33 @@ def tiny_folder(tmp_path, lab_cache) -> Path:
     write_image_tree(root / "train", per_class=3, seed=1)
     write_image_tree(root / "test", per_class=2, seed=2)
     return root
+
+
+def call_main(main, argv, capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of an entry point's main(argv), run in this process as the command line
+    would end: argparse's errors and --help leave through SystemExit, the rest through main's return value."""
+    capsys.readouterr()  # drop whatever came before
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return 0 if code is None else code, out, err
+
+
+@pytest.fixture
+def spawn():
+    """Start a command in its own session (process group); every group still alive at the test's end is killed.
+    For the tests whose point is a process boundary: a run killed mid-way."""
+    processes = []
+
+    def start(args, **kwargs):
+        process = subprocess.Popen([sys.executable, *map(str, args)], start_new_session=True, **kwargs)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lab.analysis import confusion_counts, row_normalised, worst_classified
-from lab.plots import png_to_array
-from lab.report import WORST_COLUMNS, hyperparameters_table, write_run_outputs
-from lab.results import REQUIRED_FIELDS
+from lab.records.results import REQUIRED_FIELDS
+from lab.reports.analysis import confusion_counts, row_normalised, worst_classified
+from lab.reports.plots import png_to_array
+from lab.reports.report import WORST_COLUMNS, hyperparameters_table, write_run_outputs
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -108,12 +108,12 @@ def hand_images(rgb: bool = False) -> np.ndarray:
 @pytest.fixture(scope="module")
 def run_outputs(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    paths = write_run_outputs(run_dir, fake_results(), HAND_PROBS, HAND_LABELS, hand_images(), CLASSES)
-    return run_dir, paths
+    arrays = write_run_outputs(run_dir, fake_results(), HAND_PROBS, HAND_LABELS, hand_images(), CLASSES)
+    return run_dir, arrays
 
 
 def test_report_worst_table_and_links(run_outputs):
-    run_dir, paths = run_outputs
+    run_dir, _ = run_outputs
     report = (run_dir / "report.md").read_text()
     rows = table_rows(report, WORST_COLUMNS)
     assert [int(r[1]) for r in rows] == HAND_WORST
@@ -127,10 +127,10 @@ def test_report_worst_table_and_links(run_outputs):
 
 
 def test_figures_written_and_distinct(run_outputs, tmp_path):
-    run_dir, paths = run_outputs
-    assert sorted(paths) == ["confusion_matrix", "curves", "worst10"]
-    assert all(p.parent == run_dir / "figures" and p.is_file() for p in paths.values())
-    arrays = {name: png_to_array(p.read_bytes()) for name, p in paths.items()}
+    run_dir, arrays = run_outputs
+    assert sorted(arrays) == ["confusion_matrix", "curves", "worst10"]
+    for name, array in arrays.items():  # the PNG holds exactly the pixels TensorBoard is given
+        assert np.array_equal(png_to_array((run_dir / "figures" / f"{name}.png").read_bytes()), array), name
     assert all(a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] in (3, 4) for a in arrays.values())
     names = list(arrays)
     for i, a in enumerate(names):
@@ -138,7 +138,7 @@ def test_figures_written_and_distinct(run_outputs, tmp_path):
             assert arrays[a].shape != arrays[b].shape or not np.array_equal(arrays[a], arrays[b]), (a, b)
     other = write_run_outputs(tmp_path, fake_results(history=fake_history(scale=3.0)), HAND_PROBS, HAND_LABELS,
                               hand_images(rgb=True), CLASSES)
-    mine, theirs = arrays["curves"], png_to_array(other["curves"])
+    mine, theirs = arrays["curves"], other["curves"]
     assert mine.shape == theirs.shape and not np.array_equal(mine, theirs)
 
 
@@ -146,12 +146,13 @@ def test_report_with_few_and_no_misclassified(tmp_path):
     few = write_run_outputs(tmp_path, fake_results(), HAND_PROBS[:3], HAND_LABELS[:3], hand_images()[:3], CLASSES)
     report = (tmp_path / "report.md").read_text()
     assert [r[:2] for r in table_rows(report, WORST_COLUMNS)] == [["2", "1"], ["1", "2"]]
-    assert "Only 2 test images were misclassified" in report and few["worst10"].is_file()
+    assert "Only 2 test images were misclassified" in report and "worst10" in few
+    assert (tmp_path / "figures" / "worst10.png").is_file()
 
     correct = np.eye(3)[[0, 1, 2]]
-    paths = write_run_outputs(tmp_path, fake_results(), correct, np.arange(3), hand_images()[:3], CLASSES)
+    arrays = write_run_outputs(tmp_path, fake_results(), correct, np.arange(3), hand_images()[:3], CLASSES)
     report = (tmp_path / "report.md").read_text()
-    assert "worst10" not in paths and not (tmp_path / "figures" / "worst10.png").exists()
+    assert "worst10" not in arrays and not (tmp_path / "figures" / "worst10.png").exists()
     assert "All 3 test images were classified correctly" in report and "| Rank |" not in report
 
 

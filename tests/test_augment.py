@@ -1,4 +1,4 @@
-"""Augmentation: one meaning (lab.augmentation) applied alike by both backends, on training batches only."""
+"""Augmentation: one meaning (lab.specs.augmentation) applied alike by both backends, on training batches only."""
 import numpy as np
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch
 from datamodules.base import ImageSet, RawDataset
 from datamodules.batching import train_batches, trained_images
 from datamodules.splits import make_splits
-from lab import augmentation as A
+from lab.config.settings import make_settings
 from lab.errors import LabError
-from lab.settings import make_settings
+from lab.specs import augmentation as A
 from lightning_modules.components import augment as torch_augment
 from lightning_modules.components import count_params
 from lightning_modules.training import build_module
@@ -67,7 +67,7 @@ def test_settings_map_to_the_spec_and_impossible_sizes_are_refused():
 
 
 def test_a_bad_augmentation_leaves_no_run_folder(tmp_path):
-    from lab.runner import run_settings
+    from lab.run.runner import run_settings
 
     settings = make_settings({"dataset": "digits", "crop_pad": 8, "out": str(tmp_path)})
     with pytest.raises(LabError, match="crop-pad 8"):
@@ -212,9 +212,8 @@ def _rgb_splits(n=800, seed=0):
 
 @pytest.mark.parametrize("backend", ["lightning", "keras"])
 def test_cifar_cnn_trains_with_augmentation_on_training_batches_only(backend, tmp_path, monkeypatch):
-    import importlib
-
-    from lab.metrics import accuracy
+    from lab.reports.metrics import accuracy
+    from lab.run.backend import get_backend
 
     splits = _rgb_splits()
     settings = make_settings({"model": "cifar_cnn", "width": 8, "depth": 2, "dense_units": 32, "epochs": 1,
@@ -222,8 +221,8 @@ def test_cifar_cnn_trains_with_augmentation_on_training_batches_only(backend, tm
     draws = []
     monkeypatch.setattr(A, "draw", lambda spec, n, seed, step, size, rank=0:
                         draws.append((n, int(step))) or _real_draw(spec, n, seed, step, size, rank))
-    trainer = importlib.import_module(f"{'lightning_modules' if backend == 'lightning' else 'keras_models'}.training")
-    outcome = trainer.train(settings, splits, tmp_path, resume=False, plan=trainer.configure_devices(settings))
+    trainer = get_backend(backend)
+    outcome = trainer.train(settings, splits, tmp_path, trainer.plan_devices(settings))
     trained = trained_images(len(splits.train), 8)
     # every training batch drawn for, nothing else (Keras may also prefetch from an iterator it discards)
     assert set(draws) == {(min(8, trained - 8 * s), s) for s in range(train_batches(len(splits.train), 8))}
@@ -232,8 +231,8 @@ def test_cifar_cnn_trains_with_augmentation_on_training_batches_only(backend, tm
 
 @pytest.mark.parametrize("backend", ["lightning", "keras"])
 def test_save_augmented_grid_is_linked_from_the_report(backend, tmp_path):
-    from lab.plots import png_to_array
-    from lab.runner import run_settings
+    from lab.reports.plots import png_to_array
+    from lab.run.runner import run_settings
 
     settings = make_settings({"dataset": "digits", "model": "mlp", "hidden": 16, "epochs": 1, "crop_pad": 2,
                               "save_augmented": True, "out": str(tmp_path)})
@@ -247,9 +246,10 @@ def test_save_augmented_grid_is_linked_from_the_report(backend, tmp_path):
 
 @pytest.mark.parametrize("width, depth, dense", [(32, 3, 128), (16, 3, 64), (8, 2, 32)])
 def test_cifar_cnn_has_equal_parameter_counts_on_rgb_images(width, depth, dense):
-    from keras_models.network import build_model, count_params as keras_params
-    from lab.architectures import infer
-    from lab.models import model_spec
+    from keras_models.network import build_model
+    from keras_models.network import count_params as keras_params
+    from lab.specs.architectures import infer
+    from lab.specs.models import model_spec
     from lightning_modules.components import build_network
 
     settings = make_settings({"model": "cifar_cnn", "width": width, "depth": depth, "dense_units": dense})
@@ -295,15 +295,13 @@ def _yaml(tmp_path):
     (["--backends", "jax"], "--backends must list"),
     (["--epochs", "two"], "invalid int value"),
 ])
-def test_augment_compare_refuses_bad_input_with_exit_code_2(args, message, tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+def test_augment_compare_refuses_bad_input_with_exit_code_2(args, message, tmp_path, capsys, monkeypatch):
+    import augment_compare
+    from conftest import call_main
 
-    script = Path(__file__).resolve().parents[1] / "augment_compare.py"
-    result = subprocess.run([sys.executable, str(script), "--dataset", "digits", *args, "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        next(line for line in result.stderr.splitlines() if message in line)]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call_main(augment_compare.main, ["--dataset", "digits", *args, "--out", str(tmp_path)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        next(line for line in err.splitlines() if message in line)]
     assert not list(tmp_path.rglob("version_*"))

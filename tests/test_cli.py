@@ -1,16 +1,44 @@
-"""Bad input: one sentence on stderr, exit code 2, no traceback, no run folder left behind."""
-import subprocess
-import sys
-from pathlib import Path
+"""Bad input: one sentence on stderr, exit code 2, no traceback, no run folder left behind.
+
+The entry points run in this process, through their main(argv): a fresh interpreter per case would
+import torch and TensorFlow again each time only to check an argument.
+"""
+from __future__ import annotations
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+import lab.frameworks
+import train_keras
+import train_lightning
+from conftest import call_main
+from lab.run import runner
+
+SCRIPTS = {"train_lightning.py": train_lightning, "train_keras.py": train_keras}
 
 
-def _cli(script, *args, cwd):
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+@pytest.fixture(autouse=True)
+def _keep_tensorflow(monkeypatch):
+    """train_lightning.main declares its process TensorFlow-free (a stub module in sys.modules); this
+    process also runs Keras, which needs the real TensorFlow."""
+    monkeypatch.setattr(lab.frameworks, "without_tensorflow", lambda: None)
+
+
+def _benchmark(module_name: str):
+    """A benchmark's command line: its main run as `python -m bench.<name>` runs it (bench.common.run_benchmark)."""
+    import importlib
+
+    from bench.common import run_benchmark
+
+    module = importlib.import_module(f"bench.{module_name}")
+    return lambda argv: run_benchmark(module.main, argv)
+
+
+def _assert_one_line_error(code, err, message):
+    assert code == 2, err
+    assert message in err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -25,42 +53,51 @@ def _cli(script, *args, cwd):
     (["--resume"], "no run of first_cnn-digits"),
     (["--gpus", "1"], "no usable GPU"),
 ])
-@pytest.mark.parametrize("script", ["train_lightning.py", "train_keras.py"])
-def test_bad_input(script, args, message, tmp_path):
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_bad_input(script, args, message, tmp_path, monkeypatch, capsys):
     if "--gpus" in args:
-        pytest.importorskip("torch")
-        import torch
-
+        torch = pytest.importorskip("torch")
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
-    result = _cli(script, *args, "--out", str(tmp_path / "runs"), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call_main(SCRIPTS[script].main, [*args, "--out", str(tmp_path / "runs")], capsys)
+    _assert_one_line_error(code, err, message)
     assert not list((tmp_path / "runs").rglob("version_*"))
 
 
-def test_help_explains_every_flag(tmp_path):
-    result = _cli("train_keras.py", "--help", cwd=tmp_path)
-    assert result.returncode == 0
+@pytest.mark.parametrize("script", list(SCRIPTS))
+def test_help_explains_every_flag(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = call_main(SCRIPTS[script].main, ["--help"], capsys)
+    assert code == 0
     for flag in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--filters", "--kernel-size",
                  "--stride", "--padding", "--optimizer", "--lr", "--seed", "--out", "--name", "--config",
                  "--gpus", "--accelerator", "--devices", "--precision", "--resume"):
-        assert flag in result.stdout
+        assert flag in out
 
 
-@pytest.mark.parametrize("script, args, message", [
-    ("bench/cifar.py", ["run", "--data-dir", "no-such-dir.tar.gz", "--out", "runs"], "no-such-dir.tar.gz"),
-    ("bench/cifar.py", ["run", "--epochs", "0", "--data-dir", "x", "--out", "runs"], "epochs must be at least 1"),
-    ("bench/augment_cost.py", ["--data-dir", "no-such-dir.tar.gz"], "no-such-dir.tar.gz"),
-    ("bench/augment_cost.py", ["--backends", "kreas"], "--backends must list lightning and/or keras"),
-    ("bench/keras_placement.py", ["--data-dir", "no-such-dir.tar.gz"], "no-such-dir.tar.gz"),
+@pytest.mark.parametrize("script, backend", [("train_lightning.py", "lightning"), ("train_keras.py", "keras")])
+def test_entry_scripts_hand_their_flags_to_the_runner(script, backend, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner, "main", lambda name, argv=None: calls.append((name, argv)) or 7)
+    tensorflow_free = []
+    monkeypatch.setattr(lab.frameworks, "without_tensorflow", lambda: tensorflow_free.append(True))
+    assert SCRIPTS[script].main(["--epochs", "1"]) == 7
+    assert calls == [(backend, ["--epochs", "1"])]
+    assert tensorflow_free == ([True] if backend == "lightning" else [])  # Lightning's process never runs Keras
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("cifar_targets", ["run", "--data-dir", "no-such-dir.tar.gz", "--out", "runs"], "no-such-dir.tar.gz"),
+    ("cifar_targets", ["run", "--epochs", "0", "--data-dir", "x", "--out", "runs"], "epochs must be at least 1"),
+    ("cifar_targets", ["run", "--epochs", "two"], "invalid int value"),
+    ("augment_cost", ["--data-dir", "no-such-dir.tar.gz"], "no-such-dir.tar.gz"),
+    ("augment_cost", ["--backends", "kreas"], "--backends must list lightning and/or keras"),
+    ("keras_placement", ["--data-dir", "no-such-dir.tar.gz"], "no-such-dir.tar.gz"),
+    ("speed", ["--no-such-flag"], "unrecognized arguments"),
 ])
-def test_benchmarks_refuse_bad_input_like_the_entry_scripts(script, args, message, tmp_path):
-    result = _cli(script, *args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def test_benchmarks_refuse_bad_input_like_the_entry_scripts(module, args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call_main(_benchmark(module), args, capsys)
+    _assert_one_line_error(code, err, message)
     assert not (tmp_path / "runs").exists()

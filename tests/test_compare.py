@@ -2,21 +2,18 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-
-from lab.compare import MD_COLUMNS, compare_runs, default_out_dir
-from lab.errors import LabError
-from lab.plots import png_to_array
-from lab.results import save_results
 from test_analysis import fake_history, fake_results, table_rows
 
-REPO = Path(__file__).resolve().parents[1]
+import compare
+from conftest import call_main
+from lab.errors import LabError
+from lab.records.results import save_results
+from lab.reports.comparison import MD_COLUMNS, compare_runs, default_out_dir
+from lab.reports.plots import png_to_array
 
 
 def make_run(root: Path, backend: str, version: int = 0, **overrides) -> Path:
@@ -94,29 +91,25 @@ def test_default_out_dir(two_runs, tmp_path):
     assert default_out_dir([two_runs, run], "cmp", cwd=tmp_path) == tmp_path / "runs" / "comparisons" / "cmp"
 
 
-def run_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "compare.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_cli(two_runs, tmp_path):
-    done = run_cli(two_runs, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert str(two_runs / "comparison.md") in done.stdout and (two_runs / "comparison.csv").is_file()
+def test_cli(two_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call_main(compare.main, [str(two_runs)], capsys)
+    assert code == 0, err
+    assert str(two_runs / "comparison.md") in out and (two_runs / "comparison.csv").is_file()
 
     run = two_runs / "first_cnn-digits" / "keras" / "version_0"
-    done = run_cli(run, "--name", "mine", cwd=tmp_path)
-    assert done.returncode == 0 and (tmp_path / "runs" / "comparisons" / "mine" / "comparison.md").is_file()
+    code, _, _ = call_main(compare.main, [str(run), "--name", "mine"], capsys)
+    assert code == 0 and (tmp_path / "runs" / "comparisons" / "mine" / "comparison.md").is_file()
 
     make_run(two_runs, "keras", dataset="mnist")
     for args in ([two_runs], [tmp_path / "nowhere"]):
-        done = run_cli(*args, cwd=tmp_path)
-        assert done.returncode == 2 and done.stderr.startswith("error: ")
-        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        code, _, err = call_main(compare.main, [str(a) for a in args], capsys)
+        assert code == 2 and err.startswith("error: ")
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_run_each_trains_one_backend_at_a_time_pytorch_first(monkeypatch):
-    from lab import lab_runs
+    from lab.run import reuse as lab_runs
 
     calls = []
     monkeypatch.setattr(lab_runs, "ensure_run", lambda b, s, rerun: calls.append((b, s.experiment, rerun))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image_tree, write_png
 
 import datamodules
+from conftest import write_image_tree, write_png
 from datamodules import folder, registry
 from datamodules.base import ImageSet, RawDataset
 from datamodules.idx import FASHION_CLASSES, IMAGES_MAGIC, LABELS_MAGIC, read_idx

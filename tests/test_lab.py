@@ -4,12 +4,12 @@ import re
 import numpy as np
 import pytest
 
-from lab.lab_main import main
-from lab.lab_plan import PRESETS, class_halves, parse_sections
+from lab.config.settings import make_settings
 from lab.errors import LabError
-from lab.lab_runs import ensure_run
-from lab.results import RESULTS_FILE, load_results
-from lab.settings import make_settings
+from lab.pipeline.plan import PRESETS, class_halves, parse_sections
+from lab.pipeline.whole_lab import main
+from lab.records.results import RESULTS_FILE, load_results
+from lab.run.reuse import ensure_run
 
 
 def _colour_tree(root, per_class=24, size=16):

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from lab.architectures import Conv, Dense, Flatten, infer
+from lab.config.settings import make_settings
 from lab.errors import LabError
-from lab.metrics import accuracy, cross_entropy, softmax
-from lab.models import MODELS, model_spec
-from lab.settings import make_settings
-from lightning_modules.components import build_network, count_params as torch_params
+from lab.reports.metrics import accuracy, cross_entropy, softmax
+from lab.specs.architectures import Conv, Dense, Flatten, infer
+from lab.specs.models import MODELS, model_spec
+from lightning_modules.components import build_network
+from lightning_modules.components import count_params as torch_params
 from lightning_modules.training import build_module
 
 keras_network = pytest.importorskip("keras_models.network")
@@ -29,7 +30,8 @@ def test_parameter_counts_match_across_backends(model, shape):
     spec = model_spec(settings, shape, 10)
     _, expected = infer(spec, shape)
     torch_count = torch_params(build_network(spec, shape, (0.5,) * shape[2], (0.25,) * shape[2]))
-    keras_count = keras_network.count_params(keras_network.build_model(spec, shape, (0.5,) * shape[2], (0.25,) * shape[2]))
+    keras_model = keras_network.build_model(spec, shape, (0.5,) * shape[2], (0.25,) * shape[2])
+    keras_count = keras_network.count_params(keras_model)
     assert torch_count == expected == keras_count
     assert expected.trainable > 0
 
@@ -90,26 +92,95 @@ def _confident_logits():
     return logits, labels
 
 
-def test_softmax_applied_once_in_the_lightning_loss():
-    """A confident correct prediction costs almost nothing; a double softmax would cost ~1.46."""
-    settings = _settings("first_cnn")
+def _digits_shaped_splits():
+    """DataSplits of digits' shape (8x8x1, 10 classes), only for building a model: their input shape, classes and
+    normalisation. A narrow std spreads the normalised pixels over about +-10, so a freshly initialised network's
+    logits lie several units apart; near 0, where fresh Glorot weights on plain pixels put them, one softmax and
+    two give almost the same loss and the check below could not tell them apart."""
     from datamodules.base import DataSplits, ImageSet
 
-    tiny = ImageSet(np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 3, 5, 9]))
-    module = build_module(settings, DataSplits("t", tiny, tiny, tiny, tuple("0123456789"), "", (0.5,), (0.25,)))
-    logits, labels = _confident_logits()
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 1), dtype=np.uint8)
+    data = ImageSet(images, np.arange(10))
+    return DataSplits("digits", data, data, data, tuple("0123456789"), "", (0.5,), (0.05,))
+
+
+def _random_digits(seed: int, n: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+
+
+def _np_softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _np_cross_entropy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy with one (log-)softmax over `outputs`, in float64."""
+    x = outputs.astype(np.float64)
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def _check_softmax_once(loss: float, logits: np.ndarray, outputs: np.ndarray, labels: np.ndarray, what: str) -> None:
+    """logits: the last Dense layer's output; outputs: the whole network's; loss: the backend's own loss on them."""
+    once = _np_cross_entropy(logits, labels)
+    twice = _np_cross_entropy(_np_softmax(logits), labels)
+    # (ii) the inputs make a double softmax measurable: two softmaxes cost at most log(9 + e) ~ 2.46 for 10 classes.
+    assert abs(once - twice) > 0.5, f"test too weak: one softmax {once:.4f}, two {twice:.4f}"
+    assert loss == pytest.approx(once, rel=1e-4, abs=1e-4), (
+        f"{what} is {loss:.4f}; cross-entropy with one softmax over the logits is {once:.4f}, with two {twice:.4f}")
+    # (i) the network returns raw logits: its outputs are the last Dense layer's, and no row is a distribution.
+    rows_like_probabilities = (outputs >= 0).all(axis=1) & np.isclose(outputs.sum(axis=1), 1.0, atol=1e-3)
+    assert not rows_like_probabilities.any(), (
+        f"{int(rows_like_probabilities.sum())}/{len(outputs)} output rows are non-negative and sum to 1: "
+        f"a softmax inside the network, e.g. {np.round(outputs[0], 3)}")
+    np.testing.assert_allclose(outputs, logits, rtol=1e-5, atol=1e-5,
+                               err_msg="the network's outputs are not its last Dense layer's logits")
+
+
+def test_softmax_applied_once_in_the_lightning_loss():
+    """The real first_cnn network and module: the training and validation losses are cross-entropy with exactly one
+    softmax over the network's outputs, and those outputs are raw logits (nothing after the last Linear layer)."""
+    from torch.nn import functional as F
+
     torch.manual_seed(0)
-    module.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity())
-    loss = module.training_step((torch.from_numpy(logits), torch.from_numpy(labels)), 0)
-    assert float(loss) < 1e-3
+    module = build_module(_settings("first_cnn"), _digits_shaped_splits()).eval()
+    last = [m for m in module.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    seen = []
+    last.register_forward_hook(lambda _module, _inputs, output: seen.append(output.detach().clone()))
+    for seed in range(4):
+        images = torch.from_numpy(_random_digits(seed))
+        with torch.no_grad():
+            outputs = module(images)
+        logits = seen[-1]
+        labels = logits.argmin(dim=1)  # the least likely class: one softmax costs far more than two could
+        with torch.no_grad():
+            loss = float(module.training_step((images, labels), 1))
+            module.val_loss.reset()
+            module.validation_step((images, labels), 0)
+            val_loss = float(module.val_loss.compute())
+        assert float(F.cross_entropy(outputs, labels)) == pytest.approx(loss, rel=1e-5)
+        for value, what in ((loss, "training_step's loss"), (val_loss, "validation loss")):
+            _check_softmax_once(value, logits.numpy(), outputs.numpy(), labels.numpy(), what)
 
 
 def test_softmax_applied_once_in_the_keras_loss():
-    import keras
+    """The real first_cnn model, compiled as for training: its compiled loss (model.evaluate) is cross-entropy with
+    exactly one softmax over the model's outputs, and those outputs are raw logits (nothing after the last Dense)."""
+    from lab.frameworks import keras
 
-    model = keras_training.compile_model(keras.Sequential([keras.Input((10,))]), "adam", 1e-3)
-    logits, labels = _confident_logits()
-    assert float(model.loss(labels, logits)) < 1e-3
+    keras.utils.set_random_seed(0)
+    model = keras_training.build_compiled(_settings("first_cnn"), _digits_shaped_splits())
+    last = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+    logits_model = keras.Model(model.input, last.output)
+    for seed in range(4):
+        images = _random_digits(seed)
+        outputs = np.asarray(model(images, training=False))
+        logits = np.asarray(logits_model(images, training=False))
+        labels = logits.argmin(axis=1)  # the least likely class: one softmax costs far more than two could
+        loss = model.evaluate(images, labels, batch_size=len(images), verbose=0, return_dict=True)["loss"]
+        _check_softmax_once(float(loss), logits, outputs, labels, "model.evaluate's loss")
+        assert float(model.loss(labels, outputs)) == pytest.approx(_np_cross_entropy(outputs, labels), rel=1e-4)
 
 
 def test_shared_test_metrics():

@@ -1,23 +1,20 @@
-"""A run killed between epochs continues with --resume and ends as an uninterrupted run would."""
+"""A run killed between epochs continues with --resume and ends as an uninterrupted run would.
+
+Only the interrupted run is a process of its own (it is killed); the reference and the resumed run
+train in this process.
+"""
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from lab.run import runner
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--dataset", "digits", "--model", "mlp", "--hidden", "64", "--epochs", "3", "--batch-size", "8"]
 CHECKPOINT = {"lightning": "last.ckpt", "keras": "last-epoch=001.keras"}
-
-
-def _start(backend, out, name, *extra):
-    return subprocess.Popen([sys.executable, str(ROOT / f"train_{backend}.py"), *ARGS, "--out", str(out),
-                             "--name", name, *extra], cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
 
 
 def _kill_after_first_epoch(process, run_dir, backend):
@@ -26,7 +23,7 @@ def _kill_after_first_epoch(process, run_dir, backend):
         record = run_dir / "record.json"
         if (run_dir / "checkpoints" / CHECKPOINT[backend]).exists() and record.exists():
             if json.loads(record.read_text())["history"]:
-                os.kill(process.pid, signal.SIGKILL)
+                process.kill()
                 process.wait()
                 return
         time.sleep(0.02)
@@ -34,16 +31,15 @@ def _kill_after_first_epoch(process, run_dir, backend):
 
 
 @pytest.mark.parametrize("backend", ["lightning", "keras"])
-def test_killed_run_resumes_and_matches_an_uninterrupted_one(backend, tmp_path):
-    reference = _start(backend, tmp_path, "reference")
-    interrupted = _start(backend, tmp_path, "interrupted")
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(backend, tmp_path, spawn, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    interrupted = spawn([ROOT / f"train_{backend}.py", *ARGS, "--out", tmp_path, "--name", "interrupted"],
+                        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert runner.main(backend, [*ARGS, "--out", str(tmp_path), "--name", "reference"]) == 0
     run_dir = tmp_path / "interrupted" / backend / "version_0"
     _kill_after_first_epoch(interrupted, run_dir, backend)
     assert not (run_dir / "results.json").exists()
-    resumed = subprocess.run([sys.executable, str(ROOT / f"train_{backend}.py"), "--resume", str(run_dir)],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert reference.wait(timeout=300) == 0
+    assert runner.main(backend, ["--resume", str(run_dir)]) == 0
     expected = json.loads((tmp_path / "reference" / backend / "version_0" / "results.json").read_text())
     got = json.loads((run_dir / "results.json").read_text())
     assert [r["epoch"] for r in got["history"]] == [1, 2, 3]

@@ -1,13 +1,11 @@
 """Both backends train the lab's models end to end and leave the same outputs."""
-import json
 
-import numpy as np
 import pytest
 
-from lab.recording import EPOCH_TAGS
-from lab.results import REQUIRED_FIELDS, load_results
-from lab.runner import main, run_settings
-from lab.settings import make_settings
+from lab.config.settings import make_settings
+from lab.records.recording import EPOCH_TAGS
+from lab.records.results import REQUIRED_FIELDS, load_results
+from lab.run.runner import main, run_settings
 
 BACKENDS = ["lightning", "keras"]
 
@@ -100,7 +98,7 @@ def test_yaml_config_is_read_by_both_backends(tmp_path):
 def test_compare_two_real_runs_one_per_backend(tmp_path):
     import csv
 
-    from lab.compare import compare_runs
+    from lab.reports.comparison import compare_runs
 
     accuracies = {}
     for backend in BACKENDS:

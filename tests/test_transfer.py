@@ -4,29 +4,29 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch  # before TensorFlow: importing torch's compiler stack after it can crash the process
+import torch
 import torchvision
 
+from callbacks.lightning_finetuning import PhaseFinetuning
+from conftest import write_image_tree
 from datamodules import load_splits
-from lab import transfer as T
-from lab.backbones import BACKBONE_NAMES, BACKBONES
+from lab.config.settings import make_settings
 from lab.errors import LabError
-from lab.results import load_results
-from lab.runner import finish, run_settings
-from lab.settings import make_settings
-from lab.weights import resolve_weights
+from lab.records.results import load_results
+from lab.run.backend import get_backend
+from lab.run.runner import finish, run_settings
+from lab.specs import phases as T
+from lab.specs.weight_sources import resolve_weights
+from lab.specs.zoo import BACKBONE_NAMES, BACKBONES
 from lightning_modules import training as torch_training
 from lightning_modules import weights as torch_weights
 from lightning_modules.components.backbones import build_transfer_net
-from lightning_modules.finetuning import PhaseFinetuning
-from conftest import write_image_tree
 
-keras_models = pytest.importorskip("keras_models")  # before keras: it makes TensorFlow safe beside torch
-import keras  # noqa: E402
-
+pytest.importorskip("keras")
 from keras_models import backbones as keras_backbones  # noqa: E402
 from keras_models import training as keras_training  # noqa: E402
 from keras_models import weights as keras_weights  # noqa: E402
+from lab.frameworks import keras  # noqa: E402
 
 BACKENDS = ["lightning", "keras"]
 TRAINERS = {"lightning": torch_training, "keras": keras_training}
@@ -83,7 +83,7 @@ def test_phase_plans():
 
 
 def test_project_model_blocks():
-    from lab.models import model_spec
+    from lab.specs.models import model_spec
 
     def blocks(**kw):
         return T.spec_blocks(model_spec(make_settings(kw), (32, 32, 3), 10))
@@ -134,7 +134,7 @@ def test_train_images_keeps_a_seeded_sample_and_the_whole_validation_and_test():
 
 
 def test_curves_mark_where_fine_tuning_starts():
-    from lab.plots import curves_figure
+    from lab.reports.plots import curves_figure
 
     history = [{"epoch": e, "train/loss": 1.0, "val/loss": 1.0, "train/acc": 0.5, "val/acc": 0.5} for e in (1, 2, 3)]
     lines = [line for ax in curves_figure(history, boundary=2).axes for line in ax.lines]
@@ -283,12 +283,12 @@ def test_fine_tuning_freezes_then_unfreezes_the_top_block(backend, pretrained, d
     trainer = TRAINERS[backend]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    outcome = trainer.train(settings, splits, run_dir, resume=False, plan=trainer.configure_devices(settings),
-                            extra_callbacks=(_snapshotter(backend, settings, splits, snapshots),))
+    outcome = trainer.train(settings, splits, run_dir, get_backend(backend).plan_devices(settings),
+                            callbacks=(_snapshotter(backend, settings, splits, snapshots),))
     first, after_1, after_2 = snapshots
     assert _changed(first, after_1) == {"head"}
     assert _changed(after_1, after_2) == {"head", "block 1"}
-    results = finish(backend, settings, splits, run_dir, outcome)
+    results = finish(get_backend(backend), settings, splits, run_dir, outcome)
     phases = results["extra"]["phases"]
     assert [p["name"] for p in phases] == [T.FEATURE_EXTRACTION, T.FINE_TUNING]
     assert phases[0]["trainable_params"] == 8 * 2 + 2 and phases[1]["trainable_params"] > phases[0]["trainable_params"]
@@ -307,17 +307,16 @@ def test_interrupted_fine_tuning_resumes_as_if_never_stopped(backend, pretrained
     settings = _settings(data_dir, tmp_path, classes="fox,owl", weights=str(pretrained[backend]), epochs=1,
                          finetune_epochs=2, unfreeze="1", dropout=0.0)
     splits, trainer = _splits(settings), TRAINERS[backend]
-    plan = trainer.configure_devices(settings)
+    plan = get_backend(backend).plan_devices(settings)
     results = {}
     for name, stop_after in (("reference", None), ("resumed", 2)):
         run_dir = tmp_path / name
         run_dir.mkdir()
         if stop_after:
             with pytest.raises(_Stop):
-                trainer.train(settings, splits, run_dir, resume=False, plan=plan,
-                              extra_callbacks=(_stopper(backend, stop_after),))
-        outcome = trainer.train(settings, splits, run_dir, resume=bool(stop_after), plan=plan)
-        results[name] = finish(backend, settings, splits, run_dir, outcome)
+                trainer.train(settings, splits, run_dir, plan, callbacks=(_stopper(backend, stop_after),))
+        outcome = trainer.train(settings, splits, run_dir, plan, resume=bool(stop_after))
+        results[name] = finish(get_backend(backend), settings, splits, run_dir, outcome)
     reference, resumed = results["reference"], results["resumed"]
     assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]
     for mine, theirs in zip(resumed["history"], reference["history"]):

@@ -1,32 +1,30 @@
 """The keras-tuner search on both backends: one space, trials as lab runs, resume, CSV, bad input."""
 from __future__ import annotations
 
-# torch (Lightning) before TensorFlow (keras-tuner): the other order crashes the process.
-import lightning_modules.tuning  # noqa: F401  isort: skip
-
 import csv
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from keras_models.training import build_compiled
+import tune_lightning
+from conftest import call_main
 from keras_models.network import count_params as keras_params
-from lab.architectures import infer
+from keras_models.training import build_compiled
+from lab.config.settings import make_settings
 from lab.errors import LabError
-from lab.models import model_spec
-from lab.recording import EPOCH_TAGS
-from lab.search_engine import make_oracle
-from lab.search_space import Constraint, SearchSpace, define, overrides_of, parse_space, trial_settings
-from lab.settings import make_settings
-from lab.tuning import SearchOptions, run_search
-from lab.tuning_results import METRICS, trial_metrics
+from lab.records.recording import EPOCH_TAGS
+from lab.specs.architectures import infer
+from lab.specs.models import model_spec
+from lab.tuning.engine import make_oracle
+from lab.tuning.search import SearchOptions, run_search
+from lab.tuning.space import Constraint, SearchSpace, define, overrides_of, parse_space, trial_settings
+from lab.tuning.trials import METRICS, trial_metrics
 from lightning_modules.components import count_params as torch_params
 from lightning_modules.training import build_module
 from tune_keras import main
@@ -203,26 +201,22 @@ def test_another_search_in_the_same_folder_is_refused(tmp_path, capsys):
     assert code == 2 and "holds a search with other settings (tuner \"random\" there, \"bayesian\" now)" in err
 
 
-def _cli(script, *args, cwd, **kw):
-    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
-def test_a_killed_search_continues_without_rerunning_finished_trials(tmp_path):
+def test_a_killed_search_continues_without_rerunning_finished_trials(tmp_path, spawn, capsys):
     args = ["--dataset", "digits", "--max-trials", "2", "--max-epochs", "2", "--out", str(tmp_path / "runs"),
             "--name", "k", "--no-retrain", *SMALL_FLAGS]
     folder = tmp_path / "runs" / "k" / "lightning" / "tuning"
-    process = _cli("tune_lightning.py", *args, cwd=tmp_path)
+    process = spawn([ROOT / "tune_lightning.py", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (folder / "trial_1" / "trial.json").exists():  # trial 0 ended, trial 1 began
         assert time.time() < deadline and process.poll() is None, process.communicate()[1][-2000:]
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert [r["trial"] for r in _csv(folder)] == ["0"]
     finished = (folder / "trial_0" / "record.json").stat().st_mtime_ns
-    out, err = _cli("tune_lightning.py", *args, cwd=tmp_path).communicate(timeout=300)
-    assert re.search(r"Search finished: 1 trial\(s\) run now in [\d.]+ min, 2 in all", out), err[-2000:]
+    code, out, err = call_main(tune_lightning.main, args, capsys)  # continued in this process
+    assert code == 0 and re.search(r"Search finished: 1 trial\(s\) run now in [\d.]+ min, 2 in all", out), err[-2000:]
     assert (folder / "trial_0" / "record.json").stat().st_mtime_ns == finished
     assert [(r["trial"], r["status"]) for r in _csv(folder)] == [("0", "COMPLETED"), ("1", "COMPLETED")]
 
@@ -258,10 +252,10 @@ def test_a_kill_while_the_oracle_saves_leaves_the_last_state_readable(tmp_path, 
     (["--trial-fraction", "1.5"], "trial-fraction must be in (0, 1]"),
     (["--dataset", "imagenet"], "invalid choice: 'imagenet'"),
 ])
-def test_bad_input_is_one_error_line_and_exit_2(args, message, tmp_path):
-    process = _cli("tune_keras.py", "--dataset", "digits", *args, "--out", str(tmp_path / "runs"), cwd=tmp_path)
-    _, err = process.communicate(timeout=300)
-    assert process.returncode == 2, err[-2000:]
+def test_bad_input_is_one_error_line_and_exit_2(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = call_main(main, ["--dataset", "digits", *args, "--out", str(tmp_path / "runs")], capsys)
+    assert code == 2, err[-2000:]
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], err[-2000:]
     assert "Traceback" not in err

@@ -1,7 +1,7 @@
-"""The PyTorch side of lab.augmentation: whole uint8 N x H x W x C batches, on the device they are on.
+"""The PyTorch side of lab.specs.augmentation: whole uint8 N x H x W x C batches, on the device they are on.
 
 torchvision.transforms.v2 draws one set of parameters per call, so on a batched tensor every image
-would get the same flip, offset and angle; here every image gets its own (lab.augmentation.draw),
+would get the same flip, offset and angle; here every image gets its own (lab.specs.augmentation.draw),
 applied with batched tensor operations: an indexing gather for flip and crop, one grid_sample for
 the rotations, arithmetic for jitter and cutout. Images stay NHWC; only the rotation works in NCHW.
 """
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lab import augmentation as A
+from lab.specs import augmentation as A
 
 
 class BatchAugment(nn.Module):
@@ -33,7 +33,7 @@ def build_augment(settings) -> BatchAugment | None:
 
 
 def apply(images: torch.Tensor, spec: A.AugmentSpec, draws: torch.Tensor) -> torch.Tensor:
-    """Augment uint8 N x H x W x C images with the draws (lab.augmentation columns), on their device."""
+    """Augment uint8 N x H x W x C images with the draws (lab.specs.augmentation columns), on their device."""
     if spec.flip:
         images = torch.where(draws[:, A.FLIP].bool().view(-1, 1, 1, 1), images.flip(2), images)
     if spec.crop_pad:

@@ -1,8 +1,8 @@
-"""Networks for transfer learning, split into backbone blocks and a head (see lab.transfer).
+"""Networks for transfer learning, split into backbone blocks and a head (see lab.specs.phases).
 
 Zoo backbones come from torchvision.models with their classifier removed: uint8 images are resized
 on the fly, in batches, and normalised as the torchvision weights expect, inside the network. Project
-models are the usual lab.models networks, their blocks read from the spec.
+models are the usual lab.specs.models networks, their blocks read from the spec.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from datamodules.base import DataSplits
-from lab.backbones import BACKBONES, image_size, is_backbone
-from lab.models import model_spec
-from lab.transfer import has_params, spec_blocks
+from lab.specs.models import model_spec
+from lab.specs.phases import has_params, spec_blocks
+from lab.specs.zoo import BACKBONES, image_size, is_backbone
 from lightning_modules.components.network import build_network, spec_modules
 
 # The attribute holding each torchvision model's classifier, which the new head replaces.
@@ -83,7 +83,7 @@ def _zoo_net(settings, head_layers) -> TransferNet:
 
 
 def zoo_blocks(name: str, model: nn.Module) -> list[list[nn.Module]]:
-    """The blocks lab.backbones counts: resnet's stem and stages, the others' feature stages."""
+    """The blocks lab.specs.zoo counts: resnet's stem and stages, the others' feature stages."""
     if name == "resnet18":
         return [[model.conv1, model.bn1], [model.layer1], [model.layer2], [model.layer3], [model.layer4]]
     return [[stage] for stage in model.features]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lab import architectures as A
+from lab.specs import architectures as A
 
 
 class Normalize(nn.Module):

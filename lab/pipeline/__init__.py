@@ -1,0 +1,1 @@
+"""run_lab.py's whole-lab pipeline: the plan (sections, presets), the searches, the lab report."""

@@ -1,0 +1,34 @@
+"""The report's side-by-side part: every experiment, Keras against PyTorch Lightning."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.pipeline.plan import TITLES
+from lab.pipeline.writeup import curves_figure
+from lab.records.results import load_results
+from lab.reports.comparison import run_row
+from lab.reports.report import markdown_table
+
+COLUMNS = ("Experiment", "Keras accuracy", "Lightning accuracy", "Keras time", "Lightning time",
+           "Time ratio (Keras / Lightning)", "Params (Keras / Lightning)")
+
+
+def versus_part(runs: dict, sections: list[str], out: Path) -> list[str]:
+    lines = ["# Keras against PyTorch Lightning", "",
+             "Every experiment above on both backends: same data split, architecture, hyperparameters and seed.",
+             ""]
+    for section in sections:
+        keys = list(runs["keras"][section])
+        rows = [_row(key, runs["keras"][section][key], runs["lightning"][section][key]) for key in keys]
+        lines += [f"## {TITLES[section]}", "", markdown_table(COLUMNS, rows), ""]
+        for key in keys:
+            pair = [runs["keras"][section][key], runs["lightning"][section][key]]
+            lines += [f"{key}:", "", curves_figure(pair, out, f"versus-{key}"), ""]
+    return lines
+
+
+def _row(key: str, keras_dir: Path, lightning_dir: Path) -> list:
+    k, t = (run_row(d, load_results(d)) for d in (keras_dir, lightning_dir))
+    ratio = k["time_s"] / t["time_s"] if t["time_s"] else float("nan")
+    return [key, f"{k['accuracy']:.2f}%", f"{t['accuracy']:.2f}%", f"{k['time_s']:.2f}s", f"{t['time_s']:.2f}s",
+            f"{ratio:.2f}x", f"{k['params']:,} / {t['params']:,}"]

@@ -1,0 +1,127 @@
+"""run_lab.py: every section of the lab, on both backends, into one report; finished work is reused."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from datamodules import load_splits
+from lab.cli import run_command
+from lab.config.machine import machine_info
+from lab.config.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
+from lab.io import write_text_atomic
+from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
+from lab.pipeline.sections import RENDERERS
+from lab.pipeline.tuned import Search, tuned_run
+from lab.pipeline.versus import versus_part
+from lab.pipeline.writeup import BACKEND_TITLES, header, section_heading
+from lab.run.backend import in_training_order, parse_backends
+from lab.run.reuse import ensure_run
+
+REPORT_NAME = "lab-report.md"
+REPORT_ORDER = ("keras", "lightning")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = LabArgumentParser(prog="run_lab.py", description="Run the lab's sections on Keras and PyTorch Lightning "
+                          "and write one Markdown report (OUT/lab-report.md). Finished experiments are reused.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="quick: few epochs and small searches, minutes on a CPU; full: the lab's settings")
+    p.add_argument("--sections", default="all",
+                   help="sections to run: 'all' or numbers/names, e.g. 1,2 "
+                        f"({', '.join(f'{k}={v}' for k, v in SECTIONS.items())})")
+    p.add_argument("--mnist-dataset", default="mnist", help="dataset for section 1 (e.g. fashion_mnist, digits)")
+    p.add_argument("--cifar-dataset", default="cifar10", help="dataset for sections 2-4 (e.g. folder)")
+    p.add_argument("--data-dir", help="data folder or archive for both datasets, unless given apart below")
+    p.add_argument("--mnist-data-dir", help="data folder for the MNIST-like dataset")
+    p.add_argument("--cifar-data-dir", help="data folder or archive for the CIFAR-like dataset")
+    p.add_argument("--backends", default=",".join(REPORT_ORDER), help="comma-separated: keras, lightning")
+    p.add_argument("--out", default="runs/lab", help="folder of the lab's runs and report (default runs/lab)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every run")
+    p.add_argument("--rerun", action="store_true", help="run every experiment again instead of reusing it")
+    p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="auto, cpu or gpu, for both backends")
+    p.add_argument("--gpus", type=int, help="number of GPUs for both backends; 0 means the CPU")
+    p.add_argument("--devices", default="auto", help="'auto', a count, or GPU indices like 0,1")
+    p.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision for both backends")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code, report = run_command(lambda: run_lab(args), "run the same command again to continue where the lab stopped.")
+    if report is not None:
+        print(f"\nlab report: {report}")
+    return code
+
+
+def run_lab(args) -> Path:
+    sections, backends = parse_sections(args.sections), _backends(args.backends)
+    preset = PRESETS[args.preset]
+    data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
+            "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir}}
+    data_lines, cifar_classes = _check_data(data, sections)
+    common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
+              "devices": args.devices, "precision": args.precision}
+    runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
+    searches: dict[str, Search] = {}  # section 1.4 per backend
+    for backend in in_training_order(backends):
+        for section in sections:
+            runs[backend][section], search = _run_section(backend, section, preset, data, cifar_classes, common,
+                                                          args.rerun)
+            if search is not None:
+                searches[backend] = search
+    return write_report(Path(args.out), args.preset, sections, runs, searches, data_lines)
+
+
+def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_classes: int, common: dict,
+                 rerun: bool) -> tuple[dict[str, Path], Search | None]:
+    """One section's experiments on one backend: (experiment key -> run folder, section 1.4's search)."""
+    done: dict[str, Path] = {}
+    for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes):
+        weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
+        name = f"{exp.key}-{exp.settings['dataset']}"
+        settings = make_settings({**exp.settings, **common, **weights, "name": name})
+        done[exp.key], what = ensure_run(backend, settings, rerun)
+        print(f"[{section}] {exp.label} on {backend}: {what} -> {done[exp.key]}", flush=True)
+    if section != "mnist":
+        return done, None
+    baseline = {**first_cnn(preset, data["mnist"]), **common}
+    search, done["tuned_cnn"], what = tuned_run(backend, baseline, preset, rerun)
+    print(f"[mnist] tuned CNN on {backend}: {what} -> {done['tuned_cnn']}", flush=True)
+    return done, search
+
+
+def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],
+                 data_lines: list[str]) -> Path:
+    lines = header(machine_info(), preset, data_lines)
+    for backend in runs:
+        lines += [f"# {BACKEND_TITLES[backend]}", ""]
+        for number, section in enumerate(SECTIONS.values(), start=1):
+            if section in sections:
+                part = RENDERERS[section](backend, runs[backend][section], out, searches.get(backend))
+                lines += [section_heading(number, section), "", *part, "", "<br><br>", ""]
+    if len(runs) == 2:
+        lines += versus_part(runs, sections, out)
+    return write_text_atomic(out / REPORT_NAME, "\n".join(lines) + "\n")
+
+
+def _backends(text: str) -> list[str]:
+    """--backends, in the report's order."""
+    chosen = parse_backends(text)
+    return [b for b in REPORT_ORDER if b in chosen]
+
+
+def _check_data(data: dict, sections: list[str]) -> tuple[list[str], int]:
+    """Load each dataset the sections need once, up front, so a missing one fails before any training:
+    (the report's lines on the data used, the number of CIFAR classes)."""
+    needed = {"mnist"} if "mnist" in sections else set()
+    needed |= {"cifar"} if set(sections) - {"mnist"} else set()
+    lines, cifar_classes = [], 10
+    for part in (part for part in ("mnist", "cifar") if part in needed):
+        splits = load_splits(data[part]["dataset"], data[part]["data_dir"])
+        lines.append(f"- {'Section 1' if part == 'mnist' else 'Sections 2-4'}: `{splits.name}` from "
+                     f"{splits.source} ({len(splits.train):,} train, {len(splits.val):,} validation, "
+                     f"{len(splits.test):,} test images, {splits.num_classes} classes)")
+        cifar_classes = splits.num_classes if part == "cifar" else cifar_classes
+    if "transfer" in sections:
+        class_halves(cifar_classes)  # too few classes fails now too
+    return lines, cifar_classes

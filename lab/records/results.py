@@ -1,0 +1,55 @@
+"""results.json: what every run leaves behind, the same fields for both backends.
+
+Fields:
+  schema               1
+  experiment, backend  e.g. "first_cnn-digits", "lightning" | "keras"
+  model, dataset       model name, dataset name; data_source says which files were read
+  hyperparameters      every setting of the run (lab.config.settings.ExperimentSettings as a dict)
+  params               {"total": int, "trainable": int}
+  test                 {"loss": float, "accuracy": float}   (accuracy micro-averaged, in [0, 1])
+  timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s"}
+  history              [{"epoch": 1, "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s"}, ...]
+  epochs_run           int
+  class_names          [str, ...]
+  machine              lab.config.machine.machine_info()
+  finished_at          ISO time
+  extra                backend- or experiment-specific additions (phases of transfer learning, ...)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lab.errors import LabError
+from lab.io import write_json_atomic
+
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.npz"
+REQUIRED_FIELDS = ("schema", "experiment", "backend", "model", "dataset", "data_source", "hyperparameters",
+                   "params", "test", "timing", "history", "epochs_run", "class_names", "machine", "finished_at")
+
+
+def save_results(run_dir: str | Path, results: dict) -> Path:
+    missing = [k for k in REQUIRED_FIELDS if k not in results]
+    if missing:
+        raise ValueError(f"results are missing fields: {', '.join(missing)}")
+    return write_json_atomic(Path(run_dir) / RESULTS_FILE, results)
+
+
+def load_results(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LabError(f"{run_dir} is not a finished run: it has no {RESULTS_FILE}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LabError(f"{path} is not valid JSON ({e}); rerun that experiment or remove the folder.") from None
+    missing = [k for k in REQUIRED_FIELDS if k not in results]
+    if missing:
+        raise LabError(f"{path} lacks the fields {', '.join(missing)}; it was not written by this version.")
+    return results
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every folder under root holding a results.json, sorted."""
+    return sorted(p.parent for p in Path(root).rglob(RESULTS_FILE))

@@ -1,0 +1,89 @@
+"""The backend interface: what Lightning and Keras each implement, and the one table of backends.
+
+The runner, the lab pipeline, the tuner and the benchmarks reach a backend only through `get_backend`;
+the backend answers with a `Trained` of plain data and never calls back into the shared layer.
+The table names modules rather than importing them, so that the shared layer stays below the
+backends and a Keras-only command never imports torch (nor a Lightning-only one TensorFlow).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from datamodules.base import DataSplits
+    from lab.config.devices import DevicePlan
+    from lab.config.settings import ExperimentSettings
+    from lab.records.recording import RunRecord
+    from lab.specs.architectures import ParamCount
+
+# name -> "module:attribute" of the object implementing Backend
+BACKENDS = {"lightning": "lightning_modules.training:BACKEND", "keras": "keras_models.training:BACKEND"}
+TITLES = {"lightning": "PyTorch Lightning", "keras": "Keras"}
+# One backend at a time, PyTorch first: PyTorch trained measurably slower in a process where Keras had
+# trained under a tf.distribute strategy before (bench/README.md, bench/interference.py). CPU runs no
+# longer use one, but GPU runs still do.
+TRAINING_ORDER = ("lightning", "keras")
+
+
+@dataclass
+class Trained:
+    """What a backend's training hands back; the runner does everything else with it."""
+
+    test_logits: np.ndarray  # N x classes, float, before any softmax
+    params: ParamCount
+    record: RunRecord  # per-epoch history and timing
+    device: str  # what trained, e.g. "cpu" or "gpu x1 (NVIDIA H200)"
+    extra: dict = field(default_factory=dict)  # a transfer run's phases (lab.specs.phases.summarize)
+
+
+class Backend(Protocol):
+    name: str
+
+    def plan_devices(self, settings: ExperimentSettings) -> DevicePlan:
+        """The devices this run trains on; LabError when this machine cannot meet the request."""
+
+    def is_writer(self) -> bool:
+        """Whether this process writes the run's shared files (the only process, global rank 0, the chief)."""
+
+    def train(self, settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan: DevicePlan,
+              resume: bool = False, patience: int | None = None) -> Trained:
+        """Train every phase of the run in run_dir (checkpoints, record.json, TensorBoard scalars), continuing
+        from run_dir's last checkpoint when resume; stop early after `patience` epochs without a better
+        val/acc when given. Returns the test-set logits and the history."""
+
+    def log_extras(self, run_dir: Path, step: int, images: dict[str, np.ndarray], hparams: dict,
+                   metrics: dict[str, float]) -> None:
+        """Write figures (tag -> H x W x C uint8) and the HParams entry (settings, final metrics) to the run's
+        TensorBoard log."""
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise LabError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}.")
+    module, attribute = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def in_training_order(backends) -> list[str]:
+    return sorted(backends, key=TRAINING_ORDER.index)
+
+
+def parse_backends(text: str) -> list[str]:
+    """--backends: names from the table, comma-separated, in the order given."""
+    backends = [b.strip() for b in text.split(",") if b.strip()]
+    if not backends or any(b not in BACKENDS for b in backends):
+        raise LabError(f"--backends must list lightning and/or keras, got {text!r}.")
+    return list(dict.fromkeys(backends))
+
+
+def tensorboard_hparams(settings: ExperimentSettings) -> dict:
+    """The settings as TensorBoard's HParams tab shows them: no paths, None as 'none'."""
+    return {k: ("none" if v is None else v) for k, v in settings.to_dict().items()
+            if k not in ("out", "data_dir", "name")}

@@ -1,0 +1,53 @@
+"""Run an experiment unless it already ran: the lab reuses finished work and continues interrupted runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lab.records.results import RESULTS_FILE
+from lab.records.rundirs import SETTINGS_FILE, versions
+from lab.run.backend import in_training_order
+from lab.run.runner import run_settings
+
+
+def find_matching(settings, backend: str) -> Path | None:
+    """The newest run folder of this experiment and backend whose saved settings equal these."""
+    wanted = settings.to_dict()
+    for _, run_dir in reversed(versions(Path(settings.out) / settings.experiment / backend)):
+        try:
+            if json.loads((run_dir / SETTINGS_FILE).read_text()) == wanted:
+                return run_dir
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None
+
+
+def ensure_run(backend: str, settings, rerun: bool = False) -> tuple[Path, str]:
+    """(run folder, what happened: 'reused', 'resumed' or 'ran')."""
+    existing = None if rerun else find_matching(settings, backend)
+    if existing is not None and (existing / RESULTS_FILE).exists():
+        return existing, "reused"
+    if existing is not None:
+        return run_settings(backend, settings, resume_dir=existing), "resumed"
+    return run_settings(backend, settings), "ran"
+
+
+def run_each(backends: list[str], settings_list: list, rerun: bool = False) -> list[Path]:
+    """Every settings on every backend, reusing finished runs (unless rerun), one backend at a time in
+    TRAINING_ORDER; the folders settings by settings, each in the order of `backends`."""
+    done = {}
+    for backend in in_training_order(backends):
+        for i, settings in enumerate(settings_list):
+            done[backend, i], what = ensure_run(backend, settings, rerun)
+            if what != "ran":
+                print(f"{settings.experiment} / {backend}: {what} {done[backend, i]}")
+    return [done[b, i] for i in range(len(settings_list)) for b in backends]
+
+
+def add_comparison_flags(parser) -> None:
+    """The flags of a tool that trains several runs per backend and compares them."""
+    parser.add_argument("--backends", default="lightning,keras",
+                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
+    parser.add_argument("--rerun", action="store_true", default=False,
+                        help="train every run again instead of reusing finished runs of the same settings "
+                             "(interrupted ones are continued either way)")

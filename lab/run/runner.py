@@ -1,0 +1,145 @@
+"""One run, the same way for both backends: settings -> data -> backend training -> results.
+
+Only the training itself (backend.train) is backend-specific; everything before and after it
+(settings, data, run folder, test metrics, results.json, figures, report) is shared.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from datamodules import load_splits
+from lab.cli import run_command
+from lab.config.machine import machine_info
+from lab.config.settings import build_parser, make_settings, settings_from_args
+from lab.errors import LabError
+from lab.io import write_bytes_atomic
+from lab.records.results import PREDICTIONS_FILE, save_results
+from lab.records.rundirs import find_resumable, load_settings, new_run_dir, save_settings
+from lab.reports.metrics import accuracy, cross_entropy, softmax
+from lab.reports.report import write_run_outputs
+from lab.run.backend import TITLES, Backend, Trained, get_backend, tensorboard_hparams
+from lab.specs.augmentation import check_settings as check_augmentation
+from lab.specs.models import model_spec
+
+
+def main(backend: str, argv: list[str] | None = None) -> int:
+    parser = build_parser(f"train_{backend}.py", f"Train one lab experiment with {TITLES[backend]}; "
+                          "results, figures, report and TensorBoard logs go to OUT/<experiment>/"
+                          f"{backend}/version_N.")
+    args = parser.parse_args(argv)
+    code, run_dir = run_command(lambda: run(backend, args),
+                                "finished epochs are saved; run the same command with --resume to continue.")
+    if run_dir is not None:
+        print(f"report: {run_dir / 'report.md'}")
+    return code
+
+
+def run(backend: str, args) -> Path:
+    settings, resume_dir = resolve_settings(backend, args)
+    return run_settings(backend, settings, resume_dir)
+
+
+def run_settings(name: str, settings, resume_dir: Path | None = None) -> Path:
+    """Train, test and write every output of one run; returns its folder."""
+    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
+                         classes=settings.classes, train_images=settings.train_images)
+    model_spec(settings, splits.input_shape, splits.num_classes)  # refuse impossible shapes first
+    check_augmentation(settings, splits.input_shape)
+    backend = get_backend(name)
+    plan = backend.plan_devices(settings)
+    run_dir = resume_dir or new_run_dir(settings.out, settings.experiment, name)
+    save_settings(run_dir, settings.to_dict())
+    try:
+        trained = backend.train(settings, splits, run_dir, plan, resume=resume_dir is not None)
+    except LabError:  # e.g. --weights that do not fit: a new run leaves no half-written folder behind
+        if resume_dir is None:
+            _remove_new_run(run_dir)
+        raise
+    if backend.is_writer():
+        finish(backend, settings, splits, run_dir, trained)
+    return run_dir
+
+
+def _remove_new_run(run_dir: Path) -> None:
+    """The run's folder, and the experiment folders made for it when they are left empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in (run_dir.parent, run_dir.parent.parent):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: other runs live there
+            break
+
+
+def resolve_settings(backend: str, args):
+    """The run's settings; with --resume, those saved in the run folder (a new --epochs may extend it)."""
+    settings = settings_from_args(args)
+    resume = getattr(args, "resume", None)
+    if not resume:
+        return settings, None
+    run_dir = find_resumable(resume, settings.out, settings.experiment, backend)
+    saved = load_settings(run_dir)
+    if "epochs" in vars(args):
+        saved["epochs"] = settings.epochs
+    return make_settings(saved), run_dir
+
+
+def finish(backend: Backend, settings, splits, run_dir: Path, trained: Trained) -> dict:
+    """Test metrics, predictions, figures, report and TensorBoard extras; results.json last."""
+    labels = splits.test.labels
+    probs = softmax(trained.test_logits)
+    results = build_results(backend.name, settings, splits, trained,
+                            loss=cross_entropy(trained.test_logits, labels),
+                            acc=accuracy(trained.test_logits, labels))
+    _save_predictions(run_dir, probs, labels)
+    figures = write_run_outputs(run_dir, results, probs, labels, splits.test.images, splits.class_names)
+    backend.log_extras(run_dir, len(trained.record.history), {f"figures/{k}": v for k, v in figures.items()},
+                       tensorboard_hparams(settings), {"hp/test_acc": results["test"]["accuracy"],
+                                                       "hp/test_loss": results["test"]["loss"],
+                                                       "hp/train_time_s": results["timing"]["total_s"]})
+    save_results(run_dir, results)  # last: a results.json means the run is complete
+    print_summary(results, run_dir)
+    return results
+
+
+def build_results(backend: str, settings, splits, trained: Trained, loss: float, acc: float) -> dict:
+    return {
+        "schema": 1,
+        "experiment": settings.experiment,
+        "backend": backend,
+        "model": settings.model,
+        "dataset": settings.dataset,
+        "data_source": splits.source,
+        "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "hyperparameters": settings.to_dict(),
+        "params": {"total": trained.params.total, "trainable": trained.params.trainable},
+        "test": {"loss": loss, "accuracy": acc},
+        "timing": trained.record.timing(),
+        "history": trained.record.history,
+        "epochs_run": len(trained.record.history),
+        "class_names": list(splits.class_names),
+        "device": trained.device,
+        "machine": machine_info(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "extra": trained.extra,
+    }
+
+
+def _save_predictions(run_dir: Path, probs: np.ndarray, labels: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, probs=probs.astype(np.float32), labels=labels)
+    write_bytes_atomic(run_dir / PREDICTIONS_FILE, buffer.getvalue())
+
+
+def print_summary(results: dict, run_dir: Path) -> None:
+    t = results["timing"]
+    print(f"\n{TITLES[results['backend']]} | {results['model']} on {results['dataset']} | "
+          f"{results['params']['total']:,} parameters | {results['epochs_run']} epochs on {results['device']}")
+    print(f"test accuracy {results['test']['accuracy']:.2%}, test loss {results['test']['loss']:.4f}")
+    print(f"training time {t['total_s']:.2f} s (first epoch {t['first_epoch_s']:.2f} s, then "
+          f"{t['steady_epoch_s']:.2f} s per epoch, {t['images_per_s']:,.0f} images/s)")
+    print(f"results: {run_dir}")

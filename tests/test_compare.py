@@ -109,13 +109,13 @@ def test_cli(two_runs, tmp_path, capsys, monkeypatch):
 
 
 def test_run_each_trains_one_backend_at_a_time_pytorch_first(monkeypatch):
-    from lab.run import reuse as lab_runs
+    from lab.run import reuse
 
     calls = []
-    monkeypatch.setattr(lab_runs, "ensure_run", lambda b, s, rerun: calls.append((b, s.experiment, rerun))
+    monkeypatch.setattr(reuse, "ensure_run", lambda b, s, rerun: calls.append((b, s.experiment, rerun))
                         or (Path(s.experiment, b), "ran"))
     plain, aug = (SimpleNamespace(experiment=name) for name in ("plain", "aug"))
-    run_dirs = lab_runs.run_each(["keras", "lightning"], [plain, aug], rerun=True)
+    run_dirs = reuse.run_each(["keras", "lightning"], [plain, aug], rerun=True)
     assert calls == [("lightning", "plain", True), ("lightning", "aug", True), ("keras", "plain", True),
                      ("keras", "aug", True)]
     assert run_dirs == [Path("plain/keras"), Path("plain/lightning"), Path("aug/keras"), Path("aug/lightning")]

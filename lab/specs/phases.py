@@ -15,7 +15,7 @@ baseline), and --finetune-epochs only adds a phase at the lower learning rate.
 
 The "backbone" of a project model (lab.specs.models) is every layer but the final Dense; its blocks are the
 conv blocks of its spec, then the dense block under the head (see spec_blocks). Where the initial
-weights come from, and what becomes of the head: lab/weights.py.
+weights come from, and what becomes of the head: lab/specs/weight_sources.py.
 """
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ class TransferLog:
 
 
 def summarize(phases: list[Phase], stats: dict[int, PhaseStats], history: list[dict], details: dict) -> dict:
-    """Outcome.extra of a transfer run: the phases with their accuracy, time and parameter counts."""
+    """Trained.extra of a transfer run: the phases with their accuracy, time and parameter counts."""
     rows = []
     for index, phase in enumerate(phases):
         epochs = [r for r in history if phase.start < r["epoch"] <= phase.end]

@@ -7,6 +7,7 @@ import pytest
 from lab.config.settings import make_settings
 from lab.errors import LabError
 from lab.pipeline.plan import PRESETS, class_halves, parse_sections
+from lab.pipeline.versus import versus_part
 from lab.pipeline.whole_lab import main
 from lab.records.results import RESULTS_FILE, load_results
 from lab.run.reuse import ensure_run
@@ -33,19 +34,19 @@ TINY = {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width
         "augment": {"flip": True, "crop_pad": 2}}
 
 
-def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys, monkeypatch):
+def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
+    """run_lab on tiny data, every section; returns the report after checking what every backend's part holds
+    and that a second call reuses everything."""
     monkeypatch.setitem(PRESETS, "quick", TINY)
     data = _colour_tree(tmp_path / "colours")
     args = ["--preset", "quick", "--mnist-dataset", "digits", "--cifar-dataset", "folder", "--data-dir", str(data),
-            "--out", str(tmp_path / "lab")]
+            "--out", str(tmp_path / "lab"), "--backends", backends]
     assert main(args) == 0
     report = (tmp_path / "lab" / "lab-report.md").read_text()
-    for heading in ("# Keras", "# PyTorch", "### 1.2. First CNN", "### 1.3. Comparison", "### 1.4. Model improvement",
+    for heading in ("### 1.2. First CNN", "### 1.3. Comparison", "### 1.4. Model improvement",
                     "## 2. Convolutional Neural Network on CIFAR10", "## 3. Data augmentation",
-                    "## 4. Transfer learning / fine-tuning on CIFAR10", "#### Transfer learning",
-                    "# Keras against PyTorch Lightning"):
-        assert heading in report, heading
-    assert report.count("| tuned CNN |") == 2 and report.count("| fine-tuned (second half) |") == 2
+                    "## 4. Transfer learning / fine-tuning on CIFAR10", "#### Transfer learning"):
+        assert report.count(heading) == len(backends.split(",")), heading
     assert "class0, class1" in report and "class2, class3" in report
     assert "| X |" not in report and "TODO" not in report and "nan" not in report
     assert "`digits`" in report and "`folder`" in report
@@ -54,6 +55,34 @@ def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys, monkeypatch):
     capsys.readouterr()
     assert main(args) == 0  # the second time everything is reused
     assert "ran ->" not in capsys.readouterr().out
+    return report
+
+
+def test_tiny_lab_end_to_end_on_one_backend(tmp_path, lab_cache, capsys, monkeypatch):
+    report = _tiny_lab(tmp_path, monkeypatch, capsys, "lightning")
+    assert "# PyTorch" in report and "# Keras" not in report
+    assert report.count("| tuned CNN |") == 1 and report.count("| fine-tuned (second half) |") == 1
+
+
+@pytest.mark.slow  # every section on both backends: two minutes on two cores
+def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys, monkeypatch):
+    report = _tiny_lab(tmp_path, monkeypatch, capsys, "keras,lightning")
+    for heading in ("# Keras", "# PyTorch", "# Keras against PyTorch Lightning"):
+        assert heading in report, heading
+    assert report.count("| tuned CNN |") == 2 and report.count("| fine-tuned (second half) |") == 2
+
+
+def test_the_versus_part_sets_keras_against_lightning(tmp_path):
+    from test_compare import make_run
+
+    runs = {backend: {"cifar": {"cifar_cnn": make_run(tmp_path / backend, backend, timing={"total_s": seconds})}}
+            for backend, seconds in (("keras", 30.0), ("lightning", 20.0))}
+    lines = versus_part(runs, ["cifar"], tmp_path)
+    table = "\n".join(lines)
+    assert lines[0] == "# Keras against PyTorch Lightning"
+    assert "| cifar_cnn | 92.43% | 92.43% | 30.00s | 20.00s | 1.50x | 12,345 / 12,345 |" in table
+    link = re.search(r'<img src="([^"]+)"', table).group(1)
+    assert (tmp_path / link).is_file()
 
 
 def test_sections_are_parsed_and_bad_ones_refused():

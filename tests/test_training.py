@@ -1,4 +1,6 @@
 """Both backends train the lab's models end to end and leave the same outputs."""
+import contextlib
+import io
 
 import pytest
 
@@ -16,27 +18,42 @@ def _run(backend, tmp_path, **kw):
     return run_dir, load_results(run_dir)
 
 
+@pytest.fixture(scope="module")
+def cnn_runs(tmp_path_factory) -> dict:
+    """first_cnn, 2 epochs on digits, trained once per backend through the command line; shared by the
+    tests below, each checking another part of what a run leaves. backend -> (run folder, its stdout)."""
+    out = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for backend in BACKENDS:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = main(backend, ["--dataset", "digits", "--model", "first_cnn", "--epochs", "2", "--out", str(out)])
+        assert code == 0
+        runs[backend] = (out / "first_cnn-digits" / backend / "version_0", printed.getvalue())
+    return runs
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("model", ["first_cnn", "mlp"])
-def test_trains_on_digits_and_beats_chance(backend, model, tmp_path):
-    run_dir, results = _run(backend, tmp_path, model=model)
+def test_trains_on_digits_and_beats_chance(backend, cnn_runs):
+    run_dir, printed = cnn_runs[backend]
+    results = load_results(run_dir)
     assert results["test"]["accuracy"] > 0.5  # chance is 0.1
     assert set(REQUIRED_FIELDS) <= set(results)
-    assert results["backend"] == backend and results["model"] == model
+    assert results["backend"] == backend and results["model"] == "first_cnn"
     assert results["epochs_run"] == 2 and [r["epoch"] for r in results["history"]] == [1, 2]
     assert results["timing"]["total_s"] == pytest.approx(sum(results["timing"]["epoch_s"]), abs=0.01)
     assert results["timing"]["images_per_s"] > 0
     assert results["hyperparameters"]["batch_size"] == 32
     assert results["params"]["total"] > 0
     assert results["machine"]["versions"]["python"]
-    assert run_dir == tmp_path / f"{model}-digits" / backend / "version_0"
     for name in ("report.md", "predictions.npz", "figures/curves.png", "figures/confusion_matrix.png"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "checkpoints").iterdir())
+    assert f"report: {run_dir / 'report.md'}" in printed and "test accuracy" in printed
 
 
-def test_parameter_counts_equal_in_real_runs(tmp_path):
-    counts = {b: _run(b, tmp_path, epochs=1)[1]["params"] for b in BACKENDS}
+def test_parameter_counts_equal_in_real_runs(cnn_runs):
+    counts = {b: load_results(run_dir)["params"] for b, (run_dir, _) in cnn_runs.items()}
     assert counts["lightning"] == counts["keras"]
 
 
@@ -54,9 +71,8 @@ def _events(run_dir):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_tensorboard_holds_the_shared_tags_per_epoch(backend, tmp_path):
-    run_dir, _ = _run(backend, tmp_path)
-    events = _events(run_dir)
+def test_tensorboard_holds_the_shared_tags_per_epoch(backend, cnn_runs):
+    events = _events(cnn_runs[backend][0])
     for tag in EPOCH_TAGS:
         assert events[tag][1] == [1, 2], (tag, sorted(events))
     for figure in ("figures/curves", "figures/confusion_matrix"):
@@ -67,21 +83,11 @@ def test_tensorboard_holds_the_shared_tags_per_epoch(backend, tmp_path):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_metrics(backend, tmp_path):
-    first = _run(backend, tmp_path / "a", epochs=1)[1]
-    second = _run(backend, tmp_path / "b", epochs=1)[1]
+    first = _run(backend, tmp_path / "a", epochs=1, model="mlp", hidden=16)[1]
+    second = _run(backend, tmp_path / "b", epochs=1, model="mlp", hidden=16)[1]
     assert first["test"] == second["test"]
     strip = lambda h: [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in h]  # noqa: E731
     assert strip(first["history"]) == strip(second["history"])
-
-
-def test_cli_end_to_end(tmp_path, capsys):
-    for backend in BACKENDS:
-        code = main(backend, ["--dataset", "digits", "--epochs", "1", "--model", "mlp", "--hidden", "16",
-                              "--out", str(tmp_path), "--name", "cli"])
-        assert code == 0
-    out = capsys.readouterr().out
-    assert "report:" in out and "test accuracy" in out
-    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["keras", "lightning"]
 
 
 def test_yaml_config_is_read_by_both_backends(tmp_path):
@@ -95,19 +101,16 @@ def test_yaml_config_is_read_by_both_backends(tmp_path):
     assert sizes["keras"] == sizes["lightning"] == 64 * 8 + 8 + 8 * 10 + 10
 
 
-def test_compare_two_real_runs_one_per_backend(tmp_path):
+def test_compare_two_real_runs_one_per_backend(cnn_runs, tmp_path):
     import csv
 
     from lab.reports.comparison import compare_runs
 
-    accuracies = {}
-    for backend in BACKENDS:
-        run_dir, results = _run(backend, tmp_path, epochs=1, model="mlp", hidden=16, name="pair")
-        accuracies[backend] = results["test"]["accuracy"]
-    out = compare_runs([tmp_path / "pair"], tmp_path / "comparison")
+    out = compare_runs([run_dir for run_dir, _ in cnn_runs.values()], tmp_path / "comparison")
     rows = list(csv.DictReader(out["csv"].open()))
     assert sorted(r["Backend"] for r in rows) == sorted(BACKENDS)
     for row in rows:
-        assert float(row["Accuracy (%)"]) == pytest.approx(100 * accuracies[row["Backend"]], abs=0.01)
-    assert "| mlp | keras |" in out["markdown"].read_text()
+        accuracy = load_results(cnn_runs[row["Backend"]][0])["test"]["accuracy"]
+        assert float(row["Accuracy (%)"]) == pytest.approx(100 * accuracy, abs=0.01)
+    assert "| first_cnn | keras |" in out["markdown"].read_text()
     assert out["curves"].stat().st_size > 10_000

@@ -142,7 +142,12 @@ def test_two_trial_search_writes_every_trial(backend, tmp_path):
     assert "## The 2 best trials" in (folder / "summary.md").read_text()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# The engine is one for both backends; what a Keras trial writes is checked above, so the Keras runs of
+# the engine's behaviours below are among the slow checks.
+BOTH_SLOW_KERAS = ["lightning", pytest.param("keras", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("backend", BOTH_SLOW_KERAS)
 def test_a_resumed_search_runs_only_the_new_trials(backend, tmp_path, capsys):
     assert _search(tmp_path, backend, max_trials=1).trials_run == 1
     first = tmp_path / "runs" / "t" / backend / "tuning" / "trial_0" / "record.json"
@@ -156,7 +161,7 @@ def test_a_resumed_search_runs_only_the_new_trials(backend, tmp_path, capsys):
     assert _search(tmp_path, backend, max_trials=2, overwrite=True).trials_run == 2
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BOTH_SLOW_KERAS)
 def test_hyperband_continues_a_trial_for_its_epoch_budget(backend, tmp_path):
     _search(tmp_path, backend, tuner="hyperband", max_trials=4, max_epochs=3)
     folder = tmp_path / "runs" / "t" / backend / "tuning"
@@ -172,14 +177,14 @@ def test_hyperband_continues_a_trial_for_its_epoch_budget(backend, tmp_path):
 
 
 def test_a_time_budget_stops_the_search_and_the_next_call_continues(tmp_path, capsys):
-    stopped = _search(tmp_path, "keras", max_trials=3, max_epochs=1, time_budget=0.01)
+    stopped = _search(tmp_path, "lightning", max_trials=3, max_epochs=1, time_budget=0.01)
     assert stopped.trials_run == 1  # a trial takes longer than the 0.6 s budget
     assert "The time budget of 0.01 min is spent" in capsys.readouterr().out
-    assert _search(tmp_path, "keras", max_trials=3, max_epochs=1).trials_run == 2
+    assert _search(tmp_path, "lightning", max_trials=3, max_epochs=1).trials_run == 2
 
 
 def test_the_best_is_retrained_and_compared_with_first_cnn(tmp_path, capsys):
-    outcome = _search(tmp_path, "keras", max_trials=1, max_epochs=1, retrain=True)
+    outcome = _search(tmp_path, "lightning", max_trials=1, max_epochs=1, retrain=True)
     results = json.loads((outcome.best_run / "results.json").read_text())
     assert results["model"] == "cnn" and results["experiment"] == "t-best"
     best = {k: v for k, v in outcome.rows[0].items() if k in SMALL.to_dict()}
@@ -188,14 +193,15 @@ def test_the_best_is_retrained_and_compared_with_first_cnn(tmp_path, capsys):
     table = outcome.comparison.read_text()
     assert "t-best" in table and "t-first_cnn" in table
     assert "## Retrained" in (outcome.folder / "summary.md").read_text()
-    again = _search(tmp_path, "keras", max_trials=1, max_epochs=1, retrain=True)
+    again = _search(tmp_path, "lightning", max_trials=1, max_epochs=1, retrain=True)
     assert (again.best_run, again.baseline_run) == (outcome.best_run, outcome.baseline_run)
     assert "already trained" in capsys.readouterr().out
 
 
 def test_another_search_in_the_same_folder_is_refused(tmp_path, capsys):
-    _search(tmp_path, "keras", max_trials=1, max_epochs=1)
-    code = main(["--dataset", "digits", "--tuner", "bayesian", "--max-trials", "1", "--max-epochs", "1",
+    _search(tmp_path, "lightning", max_trials=1, max_epochs=1)
+    code = main(["--dataset", "digits", "--backend", "lightning", "--tuner", "bayesian", "--max-trials", "1",
+                 "--max-epochs", "1",
                  "--out", str(tmp_path / "runs"), "--name", "t", "--no-retrain", *SMALL_FLAGS])
     err = capsys.readouterr().err
     assert code == 2 and "holds a search with other settings (tuner \"random\" there, \"bayesian\" now)" in err

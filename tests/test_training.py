@@ -2,6 +2,7 @@
 import contextlib
 import io
 
+import numpy as np
 import pytest
 
 from lab.config.settings import make_settings
@@ -83,11 +84,17 @@ def test_tensorboard_holds_the_shared_tags_per_epoch(backend, cnn_runs):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_metrics(backend, tmp_path):
-    first = _run(backend, tmp_path / "a", epochs=1, model="mlp", hidden=16)[1]
-    second = _run(backend, tmp_path / "b", epochs=1, model="mlp", hidden=16)[1]
-    assert first["test"] == second["test"]
+    """Training alone (no report): the same seed gives the same history and the same test logits."""
+    from datamodules import load_splits
+    from lab.run.backend import get_backend
+
+    settings = make_settings({"dataset": "digits", "model": "mlp", "hidden": 16, "epochs": 1, "seed": 0})
+    splits, trainer = load_splits("digits"), get_backend(backend)
+    first, second = (trainer.train(settings, splits, tmp_path / name, trainer.plan_devices(settings))
+                     for name in ("a", "b"))
+    assert np.array_equal(first.test_logits, second.test_logits)
     strip = lambda h: [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in h]  # noqa: E731
-    assert strip(first["history"]) == strip(second["history"])
+    assert strip(first.record.history) == strip(second.record.history) and len(first.record.history) == 1
 
 
 def test_yaml_config_is_read_by_both_backends(tmp_path):

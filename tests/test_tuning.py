@@ -207,6 +207,7 @@ def test_another_search_in_the_same_folder_is_refused(tmp_path, capsys):
     assert code == 2 and "holds a search with other settings (tuner \"random\" there, \"bayesian\" now)" in err
 
 
+@pytest.mark.multiprocess
 def test_a_killed_search_continues_without_rerunning_finished_trials(tmp_path, spawn, capsys):
     args = ["--dataset", "digits", "--max-trials", "2", "--max-epochs", "2", "--out", str(tmp_path / "runs"),
             "--name", "k", "--no-retrain", *SMALL_FLAGS]

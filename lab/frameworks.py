@@ -1,9 +1,12 @@
 """Torch and TensorFlow in one process: the one module that knows how, and why.
 
-- triton before TensorFlow. TensorFlow >= 2.20 loads its LLVM into the global symbol table, and triton
-  (which torch loads lazily, e.g. with its first optimizer) then segfaults when it loads after it;
-  loaded first, it is fine (tensorflow/tensorflow#124205). Importing torch after TensorFlow without
-  this crashes the process.
+- torch and triton before TensorFlow, where they are installed:
+  - TensorFlow >= 2.20 loads its LLVM into the global symbol table, and triton (which torch loads
+    lazily, e.g. with its first optimizer) then segfaults when it loads after it; loaded first, it is
+    fine (tensorflow/tensorflow#124205).
+  - torch imported after TensorFlow cannot load its CUDA libraries: `torch.cuda.device_count()` warns
+    "Error 302: Error loading CUDA libraries. GPU will not be used" (seen with torch 2.14 and
+    TensorFlow 2.21). Imported first, it is fine. This costs a Keras-only process the import of torch.
 - TensorFlow's environment: Keras 3 on the TensorFlow backend, without TensorFlow's start-up chatter.
 - A process that never uses TensorFlow (train_lightning.py) calls `without_tensorflow()`: torch's
   TensorBoard writer otherwise imports all of TensorFlow, only to join paths.
@@ -26,8 +29,11 @@ _MODULES = {"tf": "tensorflow", "keras": "keras", "kt": "keras_tuner"}
 def _prepare_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # start-up chatter, not errors
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if "tensorflow" not in sys.modules and importlib.util.find_spec("triton") is not None:
-        import triton  # noqa: F401
+    if "tensorflow" in sys.modules:
+        return
+    for name in ("torch", "triton"):
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
 
 
 def __getattr__(name: str) -> types.ModuleType:

@@ -83,18 +83,21 @@ def test_tensorboard_holds_the_shared_tags_per_epoch(backend, cnn_runs):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_same_seed_same_metrics(backend, tmp_path):
-    """Training alone (no report): the same seed gives the same history and the same test logits."""
+def test_mlp_beats_chance_and_the_same_seed_gives_the_same_metrics(backend, tmp_path):
+    """Training alone (no report), the MLP: it beats chance, and the same seed gives the same history and the
+    same test logits."""
     from datamodules import load_splits
+    from lab.reports.metrics import accuracy
     from lab.run.backend import get_backend
 
-    settings = make_settings({"dataset": "digits", "model": "mlp", "hidden": 16, "epochs": 1, "seed": 0})
+    settings = make_settings({"dataset": "digits", "model": "mlp", "epochs": 2, "seed": 0})
     splits, trainer = load_splits("digits"), get_backend(backend)
     first, second = (trainer.train(settings, splits, tmp_path / name, trainer.plan_devices(settings))
                      for name in ("a", "b"))
+    assert accuracy(first.test_logits, splits.test.labels) > 0.5  # chance is 0.1
     assert np.array_equal(first.test_logits, second.test_logits)
     strip = lambda h: [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in h]  # noqa: E731
-    assert strip(first.record.history) == strip(second.record.history) and len(first.record.history) == 1
+    assert strip(first.record.history) == strip(second.record.history) and len(first.record.history) == 2
 
 
 def test_yaml_config_is_read_by_both_backends(tmp_path):

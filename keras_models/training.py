@@ -24,11 +24,10 @@ from lab.config.devices import DevicePlan, plan_devices
 from lab.frameworks import keras, tf
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR
-from lab.reports.metrics import accuracy
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import Trained
+from lab.run.backend import Trained, phase_stats, trained
 from lab.specs.models import model_spec
-from lab.specs.phases import Phase, PhaseStats, TransferLog, is_transfer, plan_phases, transfer_details
+from lab.specs.phases import Phase, TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import head_status, resolve_weights
 from lab.specs.zoo import BACKBONES, is_backbone
 
@@ -118,12 +117,9 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
         _fit(model, settings, splits, phase, max(done, phase.start),
              _callbacks(record, writer, run_dir / CHECKPOINTS_DIR) + extra)
         if log is not None and index < len(phases) - 1:
-            log.finish_phase(index, _test(model, splits)[0])
-    stats, logits = _test(model, splits)
-    if log is not None:
-        log.finish_phase(len(phases) - 1, stats)
-    return Trained(logits, count_params(model), record, _describe(plan),
-                   log.summary(phases, record.history) if log is not None else {})
+            log.finish_phase(index, phase_stats(count_params(model), _predict(model, splits), splits.test.labels))
+    return trained(_predict(model, splits), splits.test.labels, count_params(model), record, plan.describe(), log,
+                   phases)
 
 
 def _early_stopping(patience: int | None) -> list:
@@ -166,11 +162,8 @@ def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: 
     )
 
 
-def _test(model: keras.Model, splits: DataSplits) -> tuple[PhaseStats, np.ndarray]:
-    """The parameter counts and test accuracy at the end of a phase, and the test logits."""
-    logits = model.predict(splits.test.images, batch_size=EVAL_BATCH_SIZE, verbose=0)
-    count = count_params(model)
-    return PhaseStats(count.trainable, count.non_trainable, accuracy(logits, splits.test.labels)), logits
+def _predict(model: keras.Model, splits: DataSplits) -> np.ndarray:
+    return model.predict(splits.test.images, batch_size=EVAL_BATCH_SIZE, verbose=0)
 
 
 def _callbacks(record: RunRecord, writer, checkpoints: Path) -> list[keras.callbacks.Callback]:
@@ -203,9 +196,3 @@ def placement(plan: DevicePlan):
     if plan.num_gpus == 1:
         return tf.distribute.OneDeviceStrategy(f"/gpu:{plan.devices[0]}").scope()
     return tf.device("/cpu:0")
-
-
-def _describe(plan: DevicePlan) -> str:
-    if plan.accelerator == "cpu":
-        return "cpu"
-    return f"gpu x{plan.num_gpus}"

@@ -26,11 +26,10 @@ from datamodules.torch_data import ArraysDataModule
 from lab.config.devices import DevicePlan, plan_devices
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR
-from lab.reports.metrics import accuracy
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import Trained
+from lab.run.backend import Trained, phase_stats, trained
 from lab.specs.models import model_spec
-from lab.specs.phases import PhaseStats, TransferLog, is_transfer, plan_phases, transfer_details
+from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import resolve_weights
 from lightning_modules.classifier import ImageClassifier, TransferClassifier
 from lightning_modules.components import build_network, count_params
@@ -83,7 +82,8 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
     phases = plan_phases(settings, len(tnet.blocks) if tnet else 0)
     if tnet is not None:
         def phase_end(index: int, trainer: pl.Trainer) -> None:  # the next epoch puts the module back in training
-            log.finish_phase(index, _test(module, splits, trainer.strategy.root_device)[0])
+            logits = predict_logits(module, splits.test.images, trainer.strategy.root_device)
+            log.finish_phase(index, phase_stats(count_params(module.net), logits, splits.test.labels))
 
         callbacks = (PhaseFinetuning(tnet, phases, _epochs_done(ckpt), on_phase_end=phase_end), *callbacks)
     if patience is not None:
@@ -95,11 +95,10 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
         # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
         warnings.filterwarnings("ignore", message="The dirpath has changed")
         trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
-    stats, logits = _test(module, splits, trainer.strategy.root_device)
-    if log is not None:
-        log.finish_phase(len(phases) - 1, stats)
-    return Trained(logits, count_params(module.net), record, _describe(plan),
-                   log.summary(phases, record.history) if log is not None else {})
+    device = trainer.strategy.root_device
+    return trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
+                   record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
+                   log, phases)
 
 
 def _module(settings, splits: DataSplits, run_dir: Path,
@@ -147,13 +146,6 @@ def _epochs_done(ckpt: str | None) -> int:
     return 0 if ckpt is None else torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"] + 1
 
 
-def _test(module: ImageClassifier, splits: DataSplits, device) -> tuple[PhaseStats, np.ndarray]:
-    """The parameter counts and test accuracy at the end of a phase, and the test logits."""
-    logits = predict_logits(module, splits.test.images, device)
-    count = count_params(module.net)
-    return PhaseStats(count.trainable, count.non_trainable, accuracy(logits, splits.test.labels)), logits
-
-
 @torch.no_grad()
 def predict_logits(module: ImageClassifier, images: np.ndarray, device,
                    batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
@@ -171,9 +163,3 @@ def _ctrl_c_as_keyboard_interrupt():
     except SystemExit as e:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from e
-
-
-def _describe(plan: DevicePlan) -> str:
-    if plan.accelerator == "cpu":
-        return "cpu"
-    return f"gpu x{plan.num_gpus} ({torch.cuda.get_device_name(plan.devices[0])})"

@@ -16,6 +16,12 @@ class DevicePlan:
     def num_gpus(self) -> int:
         return len(self.devices) if self.accelerator == "gpu" else 0
 
+    def describe(self, gpu_name: str | None = None) -> str:
+        """What trained, for results.json: "cpu", "gpu x2" or "gpu x1 (NVIDIA H200)"."""
+        if self.accelerator == "cpu":
+            return "cpu"
+        return f"gpu x{self.num_gpus}" + (f" ({gpu_name})" if gpu_name else "")
+
 
 def plan_devices(settings, gpus_available: int) -> DevicePlan:
     """LabError when the request cannot be met on this machine."""

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from lab.errors import LabError
+from lab.reports.metrics import accuracy
+from lab.specs.phases import PhaseStats
 
 if TYPE_CHECKING:
     from datamodules.base import DataSplits
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from lab.config.settings import ExperimentSettings
     from lab.records.recording import RunRecord
     from lab.specs.architectures import ParamCount
+    from lab.specs.phases import Phase, TransferLog
 
 # name -> "module:attribute" of the object implementing Backend
 BACKENDS = {"lightning": "lightning_modules.training:BACKEND", "keras": "keras_models.training:BACKEND"}
@@ -62,6 +65,21 @@ class Backend(Protocol):
                    metrics: dict[str, float]) -> None:
         """Write figures (tag -> H x W x C uint8) and the HParams entry (settings, final metrics) to the run's
         TensorBoard log."""
+
+
+def phase_stats(params: ParamCount, test_logits: np.ndarray, labels: np.ndarray) -> PhaseStats:
+    """What a backend records at the end of a transfer phase."""
+    return PhaseStats(params.trainable, params.non_trainable, accuracy(test_logits, labels))
+
+
+def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, record: RunRecord, device: str,
+            log: TransferLog | None = None, phases: list[Phase] = ()) -> Trained:
+    """The Trained a backend returns; a transfer run (its log given) records its last phase first and reports
+    its phases in `extra`."""
+    if log is None:
+        return Trained(test_logits, params, record, device)
+    log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
+    return Trained(test_logits, params, record, device, log.summary(phases, record.history))
 
 
 def get_backend(name: str) -> Backend:

@@ -5,39 +5,58 @@ GPU when training there) and a batch is one indexing operation.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pytorch_lightning as pl
 import torch
 
 from datamodules.base import DataSplits, ImageSet
-from datamodules.batching import EVAL_BATCH_SIZE, epoch_order, num_batches
+from datamodules.batching import EVAL_BATCH_SIZE, epoch_order, num_batches, replica_slice, train_batches
 
 
-class TensorBatches:
-    """An iterable of (uint8 images N x H x W x C, int64 labels) batches. Shuffled per epoch when epoch_fn is given."""
+class Part(NamedTuple):
+    """Where a replica's training batch sits in its global batch: its first image, and the global batch's size."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int = 0,
-                 epoch_fn: Callable[[], int] | None = None, rank: int = 0, world: int = 1):
+    start: int
+    total: int
+
+
+class TrainBatches:
+    """One epoch's training batches: this replica's slice of each global batch (datamodules.batching), as
+    (uint8 images N x H x W x C, int64 labels, Part). epoch_fn tells which epoch's order to serve."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
+                 epoch_fn: Callable[[], int], rank: int = 0, world: int = 1):
         self.images, self.labels = images, labels
         self.batch_size, self.seed, self.epoch_fn = batch_size, seed, epoch_fn
         self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return num_batches(len(self._indices()), self.batch_size)
-
-    def _indices(self) -> torch.Tensor:
-        n = len(self.labels)
-        if self.epoch_fn is None:
-            return torch.arange(n)[self.rank::self.world]
-        order = epoch_order(n, self.seed, self.epoch_fn(), self.batch_size, self.rank, self.world)
-        return torch.from_numpy(order)
+        return train_batches(len(self.labels), self.batch_size, self.world)
 
     def __iter__(self):
-        indices = self._indices().to(self.images.device)
+        order = epoch_order(len(self.labels), self.seed, self.epoch_fn(), self.batch_size, self.world)
+        indices = torch.from_numpy(order).to(self.images.device)
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start:start + self.batch_size]
-            yield self.images[batch], self.labels[batch]
+            part = replica_slice(len(batch), self.rank, self.world)
+            mine = batch[part]
+            yield self.images[mine], self.labels[mine], Part(part.start, len(batch))
+
+
+class TensorBatches:
+    """Evaluation batches, (uint8 images, int64 labels), in order; under DDP every world-th image from `rank`
+    on, so each image counts once (no padding) and the synchronised metrics cover the whole set."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1):
+        self.images, self.labels, self.batch_size = images[rank::world], labels[rank::world], batch_size
+
+    def __len__(self) -> int:
+        return num_batches(len(self.labels), self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.labels), self.batch_size):
+            yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
 
 
 def to_tensors(part: ImageSet, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,11 +85,11 @@ class ArraysDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._world()
         epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer else (lambda: 0)
-        return TensorBatches(*self._part("train"), self.batch_size, self.seed, epoch_fn, rank, world)
+        return TrainBatches(*self._part("train"), self.batch_size, self.seed, epoch_fn, rank, world)
 
     def val_dataloader(self) -> TensorBatches:
         rank, world = self._world()
-        return TensorBatches(*self._part("val"), self.eval_batch_size, rank=rank, world=world)
+        return TensorBatches(*self._part("val"), self.eval_batch_size, rank, world)
 
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(*self._part("test"), self.eval_batch_size)

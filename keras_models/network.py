@@ -12,12 +12,14 @@ from lab.specs import architectures as A
 L = keras.layers
 
 
-def build_model(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, std, name: str = "model") -> keras.Model:
+def build_model(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, std, name: str = "model",
+                sync_batchnorm: bool = False) -> keras.Model:
+    """sync_batchnorm: BatchNorm statistics over the replicas of a tf.distribute strategy."""
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")
     x = L.Rescaling(1.0 / 255)(inputs)
     x = L.Normalization(mean=list(mean), variance=list(np.square(std)))(x)
     for layer in spec:
-        x = _layer(layer)(x)
+        x = _layer(layer, sync_batchnorm)(x)
     # Logits in float32 even under mixed precision, for a stable loss.
     outputs = L.Activation("linear", dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -28,13 +30,13 @@ def spec_layers(spec: list[A.Layer]) -> list[L.Layer]:
     return [_layer(layer) for layer in spec]
 
 
-def _layer(layer: A.Layer) -> L.Layer:
+def _layer(layer: A.Layer, sync_batchnorm: bool = False) -> L.Layer:
     if isinstance(layer, A.Conv):
         return L.Conv2D(layer.filters, layer.kernel, strides=layer.stride, padding=layer.padding)
     if isinstance(layer, A.Dense):
         return L.Dense(layer.units)
     if isinstance(layer, A.BatchNorm):
-        return L.BatchNormalization()
+        return L.BatchNormalization(synchronized=sync_batchnorm)
     if isinstance(layer, A.MaxPool):
         return L.MaxPooling2D(layer.size)
     if isinstance(layer, A.Dropout):

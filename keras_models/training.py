@@ -21,6 +21,8 @@ from keras_models.backbones import TransferModel, build_transfer_model, set_trai
 from keras_models.network import build_model, count_params
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
+from lab.config.launch import Launch, detect
+from lab.errors import LabError
 from lab.frameworks import keras, tf
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR
@@ -38,22 +40,19 @@ class KerasBackend:
     name = "keras"
 
     def plan_devices(self, settings) -> DevicePlan:
+        _refuse_multi_worker(settings)
         gpus = tf.config.list_physical_devices("GPU")
-        plan = plan_devices(settings, len(gpus))
+        plan = plan_devices(settings, len(gpus), launch=Launch(None))
         _configure_gpus(gpus, hide=plan.accelerator == "cpu")
         if plan.accelerator == "cpu":
+            _configure_cpus(plan.per_node)
             tf.config.experimental.enable_op_determinism()
         keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
         return plan
 
-    def is_writer(self) -> bool:
-        """The chief of a multi-worker cluster (TF_CONFIG), or worker 0 when it names no chief."""
-        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-        task = config.get("task", {})
-        if not task:
-            return True
-        chief = "chief" in config.get("cluster", {})
-        return task.get("type") == "chief" or (not chief and task.get("type") == "worker" and task.get("index") == 0)
+    def is_writer(self, plan: DevicePlan) -> bool:
+        """Always: a Keras run is one process (MirroredStrategy drives every device of it)."""
+        return True
 
     def train(self, settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
               patience: int | None = None) -> Trained:
@@ -85,7 +84,8 @@ def compile_model(model: keras.Model, optimizer: str, lr: float) -> keras.Model:
 
 def build_compiled(settings, splits: DataSplits) -> keras.Model:
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
-    model = build_model(spec, splits.input_shape, splits.mean, splits.std, name=settings.model)
+    model = build_model(spec, splits.input_shape, splits.mean, splits.std, name=settings.model,
+                        sync_batchnorm=settings.sync_batchnorm)
     return compile_model(model, settings.optimizer, settings.lr)
 
 
@@ -114,12 +114,12 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
         if parts is not None and not phase.start < done:  # a transfer phase starting now, not resumed inside it
             set_trainable(parts, phase)
             compile_model(model, settings.optimizer, phase.lr)
-        _fit(model, settings, splits, phase, max(done, phase.start),
+        _fit(model, settings, splits, phase, max(done, phase.start), plan.world_size,
              _callbacks(record, writer, run_dir / CHECKPOINTS_DIR) + extra)
         if log is not None and index < len(phases) - 1:
             log.finish_phase(index, phase_stats(count_params(model), _predict(model, splits), splits.test.labels))
-    return trained(_predict(model, splits), splits.test.labels, count_params(model), record, plan.describe(), log,
-                   phases)
+    return trained(_predict(model, splits), splits.test.labels, count_params(model), record, plan.describe(),
+                   plan.batches(settings.batch_size), log, phases)
 
 
 def _early_stopping(patience: int | None) -> list:
@@ -152,12 +152,13 @@ def _new_transfer_model(settings, splits: DataSplits, log: TransferLog) -> Trans
     return parts
 
 
-def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: int, callbacks: list) -> None:
+def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: int, replicas: int,
+         callbacks: list) -> None:
     model.fit(
         train_dataset(splits.train, settings.batch_size, settings.seed, first, phase.end,
-                      augment=build_augment(settings, splits.input_shape[:2])),
+                      augment=build_augment(settings, splits.input_shape[:2]), replicas=replicas),
         epochs=phase.end, initial_epoch=first, shuffle=False,  # the pipeline shuffles
-        steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size),
+        steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size, replicas),
         validation_data=eval_dataset(splits.val), callbacks=callbacks,
     )
 
@@ -188,11 +189,40 @@ def _configure_gpus(gpus: list, hide: bool) -> None:
         pass
 
 
+def _configure_cpus(count: int) -> None:
+    """Split the CPU into `count` logical devices, so that MirroredStrategy can run on the CPU alone."""
+    cpus = tf.config.list_physical_devices("CPU")
+    if count > 1:
+        try:
+            tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError:  # TensorFlow already started in this process; its devices are fixed
+            pass
+    have = len(tf.config.list_logical_devices("CPU"))
+    if have < count:
+        raise LabError(f"--devices {count} asks for {count} CPU replicas but TensorFlow already started in this "
+                       f"process with {have}; run the command in a new process.")
+
+
+def _refuse_multi_worker(settings) -> None:
+    """Keras 3's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, tensorflow/tensorflow#72388)."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    workers = sum(len(tasks) for tasks in config.get("cluster", {}).values())
+    launched = detect()
+    if workers > 1 or (settings.num_nodes or 1) > 1 or launched.kind not in (None, "lightning"):
+        raise LabError("Keras trains on one machine: Keras 3's fit fails under MultiWorkerMirroredStrategy "
+                       "(keras-team/keras#20585); unset TF_CONFIG, drop --num-nodes and start train_keras.py "
+                       "without torchrun or srun, with --devices N for MirroredStrategy on N GPUs of one machine.")
+    if settings.strategy != "auto":
+        raise LabError(f"--strategy {settings.strategy} is Lightning's; Keras always uses MirroredStrategy on "
+                       "several devices, so drop --strategy.")
+
+
 def placement(plan: DevicePlan):
-    """The context a run builds, trains and predicts in. On the CPU a plain device scope: a
+    """The context a run builds, trains and predicts in. On one CPU device a plain device scope: a
     OneDeviceStrategy made CPU epochs 1.42x as long (bench/keras_placement.py)."""
-    if plan.num_gpus > 1:
-        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in plan.devices]).scope()
+    if plan.world_size > 1:
+        names = [f"/gpu:{i}" for i in plan.devices] if plan.num_gpus else [f"/cpu:{i}" for i in range(plan.per_node)]
+        return tf.distribute.MirroredStrategy(names).scope()
     if plan.num_gpus == 1:
         return tf.distribute.OneDeviceStrategy(f"/gpu:{plan.devices[0]}").scope()
     return tf.device("/cpu:0")

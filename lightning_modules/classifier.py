@@ -10,13 +10,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from datamodules.batching import loss_scale
+
 BAR_EVERY = 25  # steps between progress-bar loss updates
 
 
 class ImageClassifier(pl.LightningModule):
     def __init__(self, net: nn.Module, num_classes: int, optimizer: str = "adam", lr: float = 1e-3,
                  augment: nn.Module | None = None):
-        """augment(uint8 images, global batch index) -> augmented uint8 images, on training batches only."""
+        """augment(uint8 images, global batch index, Part) -> augmented uint8 images, on training batches only."""
         super().__init__()
         self.save_hyperparameters(ignore=["net", "augment"])
         self.net = net
@@ -32,9 +34,9 @@ class ImageClassifier(pl.LightningModule):
         return self.net(images)
 
     def training_step(self, batch, batch_idx):
-        images, labels = batch
+        images, labels, part = batch  # part: where this replica's images sit in the global batch
         if self.augment is not None:
-            images = self.augment(images, self.global_step)
+            images = self.augment(images, self.global_step, part)
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
         # Metric updates only: a self.log per step costs more than this small network's step.
@@ -42,7 +44,8 @@ class ImageClassifier(pl.LightningModule):
         self.train_acc.update(logits.detach(), labels)
         if batch_idx % BAR_EVERY == 0:
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
-        return loss
+        world = self.trainer.world_size
+        return loss if world == 1 else loss * loss_scale(len(labels), part.total, world)
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch

@@ -15,7 +15,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_only
 
 from callbacks.lightning_finetuning import PhaseFinetuning
 from callbacks.lightning_progress import ThrottledRichProgressBar
@@ -35,6 +34,7 @@ from lightning_modules.classifier import ImageClassifier, TransferClassifier
 from lightning_modules.components import build_network, count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferNet, build_transfer_net
+from lightning_modules.distributed import build_strategy
 from lightning_modules.weights import load_initial_weights
 
 LAST_CKPT = "last.ckpt"
@@ -46,8 +46,8 @@ class LightningBackend:
     def plan_devices(self, settings) -> DevicePlan:
         return plan_devices(settings, torch.cuda.device_count())
 
-    def is_writer(self) -> bool:
-        return rank_zero_only.rank == 0
+    def is_writer(self, plan: DevicePlan) -> bool:
+        return plan.global_rank == 0
 
     def train(self, settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
               patience: int | None = None) -> Trained:
@@ -77,8 +77,9 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
     """Backend.train; `callbacks` are added to the Trainer's (tests observe training with them)."""
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     ckpt = _resume_checkpoint(run_dir) if resume else None
-    record = RunRecord(run_dir, len(splits.train))
-    module, tnet, log = _module(settings, splits, run_dir, fresh=ckpt is None)
+    writer = plan.global_rank == 0  # the other ranks of a multi-process run write nothing
+    record = RunRecord(run_dir, len(splits.train), persist=writer)
+    module, tnet, log = _module(settings, splits, run_dir, fresh=ckpt is None, persist=writer)
     phases = plan_phases(settings, len(tnet.blocks) if tnet else 0)
     if tnet is not None:
         def phase_end(index: int, trainer: pl.Trainer) -> None:  # the next epoch puts the module back in training
@@ -88,27 +89,32 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
         callbacks = (PhaseFinetuning(tnet, phases, _epochs_done(ckpt), on_phase_end=phase_end), *callbacks)
     if patience is not None:
         callbacks = (*callbacks, EarlyStopping("val/acc", mode="max", patience=patience))
-    if settings.save_augmented:
+    if settings.save_augmented and writer:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
-    trainer = pl.Trainer(**_trainer_args(plan, run_dir, record, phases[-1].end, callbacks))
+    trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, phases[-1].end, callbacks),
+                         strategy=build_strategy(plan, transfer=tnet is not None))
     with warnings.catch_warnings():
         # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
         warnings.filterwarnings("ignore", message="The dirpath has changed")
         trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
+    if plan.strategy == "ddp_spawn" and plan.world_size > 1:  # trained in spawned processes: read what rank 0 saved
+        record.restore(epochs_done=phases[-1].end)
+        if log is not None:
+            log.reload()
     device = trainer.strategy.root_device
     return trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
                    record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
-                   log, phases)
+                   plan.batches(settings.batch_size), log, phases)
 
 
-def _module(settings, splits: DataSplits, run_dir: Path,
-            fresh: bool) -> tuple[ImageClassifier, TransferNet | None, TransferLog | None]:
+def _module(settings, splits: DataSplits, run_dir: Path, fresh: bool,
+            persist: bool) -> tuple[ImageClassifier, TransferNet | None, TransferLog | None]:
     """The LightningModule and, for a transfer run, its blocks and phase log; a fresh transfer run loads its
     initial weights (a resumed one continues from its checkpoint instead)."""
     if not is_transfer(settings):
         return build_module(settings, splits, build_augment(settings)), None, None
     source = resolve_weights(settings.weights, "lightning", settings.model)
-    tnet, log = build_transfer_net(settings, splits), TransferLog(run_dir)
+    tnet, log = build_transfer_net(settings, splits), TransferLog(run_dir, persist)
     if fresh:
         head = load_initial_weights(tnet, source, splits.class_names)
         log.set_details(transfer_details(settings, source, tnet.zoo_name or settings.model, len(tnet.blocks), head))
@@ -116,7 +122,8 @@ def _module(settings, splits: DataSplits, run_dir: Path,
     return module, tnet, log
 
 
-def _trainer_args(plan: DevicePlan, run_dir: Path, record: RunRecord, epochs: int, extra_callbacks: tuple) -> dict:
+def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, epochs: int,
+                  extra_callbacks: tuple) -> dict:
     checkpoints = run_dir / CHECKPOINTS_DIR
     callbacks = [
         LightningRecorder(record),  # before the checkpoints, so a saved epoch is always recorded
@@ -127,8 +134,9 @@ def _trainer_args(plan: DevicePlan, run_dir: Path, record: RunRecord, epochs: in
         ThrottledRichProgressBar(),
         *extra_callbacks,
     ]
-    return dict(max_epochs=epochs, accelerator=plan.accelerator, devices=plan.devices, precision=plan.precision,
-                logger=_logger(run_dir), callbacks=callbacks, num_sanity_val_steps=0, enable_model_summary=True,
+    return dict(max_epochs=epochs, accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes,
+                precision=plan.precision, sync_batchnorm=settings.sync_batchnorm, logger=_logger(run_dir),
+                callbacks=callbacks, num_sanity_val_steps=0, enable_model_summary=True,
                 default_root_dir=str(run_dir))
 
 

@@ -1,35 +1,62 @@
-"""Turn --accelerator/--gpus/--devices/--precision into one plan both backends follow."""
+"""Turn --accelerator/--gpus/--devices/--num-nodes/--strategy/--precision into one plan both backends follow."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lab.config.launch import Launch, detect
 from lab.errors import LabError
 
 
 @dataclass(frozen=True)
 class DevicePlan:
     accelerator: str  # "cpu" or "gpu"
-    devices: list[int] | int  # GPU indices, or a CPU process count
+    devices: list[int] | int  # GPU indices, or a CPU process (Lightning) or replica (Keras) count
     precision: str
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning's Trainer strategy when world_size > 1
+    launch: Launch = Launch(None)
 
     @property
     def num_gpus(self) -> int:
         return len(self.devices) if self.accelerator == "gpu" else 0
 
+    @property
+    def per_node(self) -> int:
+        return len(self.devices) if isinstance(self.devices, list) else self.devices
+
+    @property
+    def world_size(self) -> int:
+        return self.per_node * self.num_nodes
+
+    @property
+    def global_rank(self) -> int:
+        return self.launch.global_rank(self.per_node) if self.world_size > 1 else 0
+
     def describe(self, gpu_name: str | None = None) -> str:
-        """What trained, for results.json: "cpu", "gpu x2" or "gpu x1 (NVIDIA H200)"."""
-        if self.accelerator == "cpu":
-            return "cpu"
-        return f"gpu x{self.num_gpus}" + (f" ({gpu_name})" if gpu_name else "")
+        """What trained, for results.json: "cpu", "cpu x2", "gpu x2", "gpu x1 (NVIDIA H200)", "gpu x4 x 2 nodes"."""
+        text = self.accelerator if self.accelerator == "cpu" and self.per_node == 1 else \
+            f"{self.accelerator} x{self.per_node}"
+        text += f" x {self.num_nodes} nodes" if self.num_nodes > 1 else ""
+        return text + (f" ({gpu_name})" if gpu_name else "")
+
+    def batches(self, batch_size: int) -> dict:
+        """The run's data-parallel layout, as results.json records it."""
+        return {"world_size": self.world_size, "num_nodes": self.num_nodes, "global_batch": batch_size,
+                "per_device_batch": batch_size // self.world_size}
 
 
-def plan_devices(settings, gpus_available: int) -> DevicePlan:
-    """LabError when the request cannot be met on this machine."""
-    accelerator, wanted = _wanted(settings, gpus_available)
+def plan_devices(settings, gpus_available: int, launch: Launch | None = None) -> DevicePlan:
+    """LabError when the request cannot be met on this machine or in this launch environment."""
+    launch = detect() if launch is None else launch
+    accelerator, wanted = _wanted(settings, gpus_available, launch)
     if accelerator == "cpu":
         if settings.precision == "16-mixed":
             raise LabError("precision 16-mixed needs a GPU; use --precision 32 or bf16-mixed on the CPU.")
-        return DevicePlan("cpu", 1, settings.precision)
+        if isinstance(wanted, list):
+            raise LabError(f"--devices {settings.devices} names GPU indices but this run trains on the CPU; "
+                           "give a count, e.g. --devices 2.")
+        return _checked(DevicePlan("cpu", wanted, settings.precision, *_layout(settings, launch), launch),
+                        settings, launch)
     if gpus_available == 0:
         raise LabError(f"{_asked(settings)} but this machine has no usable GPU; "
                        "use --gpus 0 or --accelerator cpu to train on the CPU.")
@@ -42,20 +69,40 @@ def plan_devices(settings, gpus_available: int) -> DevicePlan:
     if bad:
         raise LabError(f"GPU index {bad[0]} does not exist: this machine has {gpus_available} GPU(s), "
                        f"numbered 0 to {gpus_available - 1}.")
-    return DevicePlan("gpu", wanted, settings.precision)
+    return _checked(DevicePlan("gpu", wanted, settings.precision, *_layout(settings, launch), launch), settings,
+                    launch)
 
 
-def _wanted(settings, gpus_available: int) -> tuple[str, list[int] | int]:
+def _layout(settings, launch: Launch) -> tuple[int, str]:
+    nodes = settings.num_nodes or launch.nodes or 1
+    if nodes > 1 and launch.kind is None:
+        raise LabError(f"--num-nodes {nodes} needs a launcher on every machine: start the run with torchrun or "
+                       "srun, or set MASTER_ADDR, MASTER_PORT and NODE_RANK (docs/scale-out.md).")
+    return nodes, settings.strategy
+
+
+def _checked(plan: DevicePlan, settings, launch: Launch) -> DevicePlan:
+    if launch.per_node is not None and launch.per_node != plan.per_node:
+        raise LabError(f"{launch.kind} started {launch.per_node} process(es) per machine but the run asks for "
+                       f"{plan.per_node} device(s); use --devices {launch.per_node} or leave --devices auto.")
+    if launch.nodes is not None and launch.nodes != plan.num_nodes:
+        raise LabError(f"{launch.kind} runs on {launch.nodes} machine(s) but --num-nodes is {plan.num_nodes}; "
+                       "drop --num-nodes to take the launcher's count.")
+    if settings.batch_size % plan.world_size:
+        raise LabError(f"--batch-size {settings.batch_size} does not divide over {plan.world_size} devices; "
+                       f"use a multiple of {plan.world_size} (it is the global batch, split evenly).")
+    return plan
+
+
+def _wanted(settings, gpus_available: int, launch: Launch) -> tuple[str, list[int] | int]:
+    auto = launch.per_node or 1  # under a launcher, one device per process it started
     if settings.gpus is not None:
-        return ("cpu", 1) if settings.gpus == 0 else ("gpu", settings.gpus)
+        return ("cpu", auto) if settings.gpus == 0 else ("gpu", settings.gpus)
     devices = _parse_devices(settings.devices)
-    if settings.accelerator == "cpu":
-        return "cpu", 1
-    if settings.accelerator == "gpu":
-        return "gpu", 1 if devices == "auto" else devices
-    if gpus_available == 0:
-        return "cpu", 1
-    return "gpu", 1 if devices == "auto" else devices
+    count = auto if devices == "auto" else devices
+    if settings.accelerator == "cpu" or (settings.accelerator == "auto" and gpus_available == 0):
+        return "cpu", count
+    return "gpu", count
 
 
 def _parse_devices(text: str) -> str | int | list[int]:

@@ -15,6 +15,7 @@ from lab.specs.zoo import BACKBONE_NAMES, check_image_size, is_backbone
 OPTIMIZERS = ("adam", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
 
 
 @dataclass
@@ -59,6 +60,9 @@ class ExperimentSettings:
     accelerator: str = "auto"
     gpus: int | None = None
     devices: str = "auto"
+    num_nodes: int | None = None
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
     precision: str = "32"
 
     @property
@@ -76,7 +80,7 @@ HELP = {
              "(torchvision resnet18 / mobilenet_v3_small / efficientnet_b0, Keras ResNet50 / MobileNetV3Small / "
              "EfficientNetB0)",
     "epochs": "number of training epochs",
-    "batch_size": "images per training batch",
+    "batch_size": "images per training batch, over all devices together (each of N devices trains on 1/N)",
     "filters": "first_cnn: number of convolution filters",
     "kernel_size": "first_cnn: convolution kernel size (square)",
     "stride": "first_cnn: convolution stride",
@@ -114,10 +118,16 @@ HELP = {
     "name": "experiment name (default: <model>-<dataset>)",
     "accelerator": "auto (the GPU if there is one), cpu or gpu",
     "gpus": "number of GPUs to train on; 0 means the CPU",
-    "devices": "devices to use: 'auto', a count, or a comma-separated list of GPU indices",
+    "devices": "devices per machine: 'auto', a count (on the CPU: that many DDP processes or tf.distribute "
+               "replicas), or a comma-separated list of GPU indices",
+    "num_nodes": "Lightning: machines to train on, started by torchrun, srun or by hand (default: from the "
+                 "launcher, else 1)",
+    "strategy": "Lightning: the Trainer's strategy with several devices: auto (ddp), ddp or ddp_spawn",
+    "sync_batchnorm": "synchronise BatchNorm statistics across devices (true/false)",
     "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
+           "strategy": STRATEGIES,
            "padding": ("valid", "same"), "model": MODELS + BACKBONE_NAMES}
 
 
@@ -264,6 +274,8 @@ def validate(s: ExperimentSettings) -> None:
         raise LabError(f"train-images must be at least 1, got {s.train_images}.")
     if s.gpus is not None and s.gpus < 0:
         raise LabError(f"gpus must be 0 or more, got {s.gpus}.")
+    if s.num_nodes is not None and s.num_nodes < 1:
+        raise LabError(f"num-nodes must be at least 1, got {s.num_nodes}.")
 
 
 def _validate_transfer(s: ExperimentSettings) -> None:

@@ -19,10 +19,11 @@ RECORD_FILE = "record.json"
 
 
 class RunRecord:
-    """History and timing of one run, persisted after every epoch so a resumed run continues it."""
+    """History and timing of one run, persisted after every epoch so a resumed run continues it (by the process
+    that writes the run's files: persist=False on the other ranks of a multi-process run)."""
 
-    def __init__(self, run_dir: str | Path, train_images: int):
-        self.path = Path(run_dir) / RECORD_FILE
+    def __init__(self, run_dir: str | Path, train_images: int, persist: bool = True):
+        self.path, self.persist = Path(run_dir) / RECORD_FILE, persist
         self.train_images = train_images
         self.history: list[dict] = []
         self._started: float | None = None
@@ -35,7 +36,8 @@ class RunRecord:
         elapsed = time.perf_counter() - self._started
         row = {"epoch": epoch, **{tag: float(metrics[tag]) for tag in EPOCH_TAGS[:-1]}, "time/epoch_s": elapsed}
         self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
-        write_json_atomic(self.path, {"train_images": self.train_images, "history": self.history})
+        if self.persist:
+            write_json_atomic(self.path, {"train_images": self.train_images, "history": self.history})
         return row
 
     def restore(self, epochs_done: int) -> None:

@@ -19,10 +19,16 @@ def versions(parent: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def next_run_dir(out: str | Path, experiment: str, backend: str) -> Path:
+    """The folder new_run_dir would make now, not made."""
+    parent = Path(out) / experiment / backend
+    return parent / f"version_{versions(parent)[-1][0] + 1 if versions(parent) else 0}"
+
+
 def new_run_dir(out: str | Path, experiment: str, backend: str) -> Path:
     parent = Path(out) / experiment / backend
     parent.mkdir(parents=True, exist_ok=True)
-    number = versions(parent)[-1][0] + 1 if versions(parent) else 0
+    number = int(next_run_dir(out, experiment, backend).name.split("_")[1])
     while True:
         run_dir = parent / f"version_{number}"
         try:

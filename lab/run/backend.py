@@ -44,6 +44,7 @@ class Trained:
     record: RunRecord  # per-epoch history and timing
     device: str  # what trained, e.g. "cpu" or "gpu x1 (NVIDIA H200)"
     extra: dict = field(default_factory=dict)  # a transfer run's phases (lab.specs.phases.summarize)
+    layout: dict = field(default_factory=dict)  # world size and batches (lab.config.devices.DevicePlan.batches)
 
 
 class Backend(Protocol):
@@ -52,8 +53,9 @@ class Backend(Protocol):
     def plan_devices(self, settings: ExperimentSettings) -> DevicePlan:
         """The devices this run trains on; LabError when this machine cannot meet the request."""
 
-    def is_writer(self) -> bool:
-        """Whether this process writes the run's shared files (the only process, global rank 0, the chief)."""
+    def is_writer(self, plan: DevicePlan) -> bool:
+        """Whether this process writes the run's files (the only process, global rank 0, the chief); the others
+        write nothing."""
 
     def train(self, settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan: DevicePlan,
               resume: bool = False, patience: int | None = None) -> Trained:
@@ -73,13 +75,13 @@ def phase_stats(params: ParamCount, test_logits: np.ndarray, labels: np.ndarray)
 
 
 def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, record: RunRecord, device: str,
-            log: TransferLog | None = None, phases: list[Phase] = ()) -> Trained:
+            layout: dict, log: TransferLog | None = None, phases: list[Phase] = ()) -> Trained:
     """The Trained a backend returns; a transfer run (its log given) records its last phase first and reports
     its phases in `extra`."""
     if log is None:
-        return Trained(test_logits, params, record, device)
+        return Trained(test_logits, params, record, device, layout=layout)
     log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
-    return Trained(test_logits, params, record, device, log.summary(phases, record.history))
+    return Trained(test_logits, params, record, device, log.summary(phases, record.history), layout)
 
 
 def get_backend(name: str) -> Backend:

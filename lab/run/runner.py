@@ -5,7 +5,9 @@ Only the training itself (backend.train) is backend-specific; everything before 
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +21,7 @@ from lab.config.settings import build_parser, make_settings, settings_from_args
 from lab.errors import LabError
 from lab.io import write_bytes_atomic
 from lab.records.results import PREDICTIONS_FILE, save_results
-from lab.records.rundirs import find_resumable, load_settings, new_run_dir, save_settings
+from lab.records.rundirs import find_resumable, load_settings, new_run_dir, next_run_dir, save_settings
 from lab.reports.metrics import accuracy, cross_entropy, softmax
 from lab.reports.report import write_run_outputs
 from lab.run.backend import TITLES, Backend, Trained, get_backend, tensorboard_hparams
@@ -34,35 +36,55 @@ def main(backend: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     code, run_dir = run_command(lambda: run(backend, args),
                                 "finished epochs are saved; run the same command with --resume to continue.")
-    if run_dir is not None:
+    if run_dir is not None:  # None: a rank of a multi-process run that writes nothing
         print(f"report: {run_dir / 'report.md'}")
     return code
 
 
-def run(backend: str, args) -> Path:
+def run(backend: str, args) -> Path | None:
     settings, resume_dir = resolve_settings(backend, args)
     return run_settings(backend, settings, resume_dir)
 
 
-def run_settings(name: str, settings, resume_dir: Path | None = None) -> Path:
-    """Train, test and write every output of one run; returns its folder."""
+def run_settings(name: str, settings, resume_dir: Path | None = None) -> Path | None:
+    """Train, test and write every output of one run; returns its folder, or None on a process that does not
+    write it (the ranks other than 0 of a multi-process run, which print nothing either)."""
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
                          classes=settings.classes, train_images=settings.train_images)
     model_spec(settings, splits.input_shape, splits.num_classes)  # refuse impossible shapes first
     check_augmentation(settings, splits.input_shape)
     backend = get_backend(name)
     plan = backend.plan_devices(settings)
-    run_dir = resume_dir or new_run_dir(settings.out, settings.experiment, name)
-    save_settings(run_dir, settings.to_dict())
-    try:
-        trained = backend.train(settings, splits, run_dir, plan, resume=resume_dir is not None)
-    except LabError:  # e.g. --weights that do not fit: a new run leaves no half-written folder behind
-        if resume_dir is None:
-            _remove_new_run(run_dir)
-        raise
-    if backend.is_writer():
-        finish(backend, settings, splits, run_dir, trained)
+    writer = backend.is_writer(plan)
+    with _quiet_unless(writer):
+        run_dir = resume_dir or _new_run(settings, name, writer)
+        if writer:
+            save_settings(run_dir, settings.to_dict())  # a resumed run's may have a new --epochs
+        try:
+            trained = backend.train(settings, splits, run_dir, plan, resume=resume_dir is not None)
+        except LabError:  # e.g. --weights that do not fit: a new run leaves no half-written folder behind
+            if resume_dir is None and writer:
+                _remove_new_run(run_dir)
+            raise
+    if not writer:
+        return None
+    finish(backend, settings, splits, run_dir, trained)
     return run_dir
+
+
+def _new_run(settings, backend: str, writer: bool) -> Path:
+    """A new run's folder; on the other ranks only a path, which they never write."""
+    make = new_run_dir if writer else next_run_dir
+    return make(settings.out, settings.experiment, backend)
+
+
+@contextlib.contextmanager
+def _quiet_unless(writer: bool):
+    if writer:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def _remove_new_run(run_dir: Path) -> None:
@@ -123,6 +145,7 @@ def build_results(backend: str, settings, splits, trained: Trained, loss: float,
         "epochs_run": len(trained.record.history),
         "class_names": list(splits.class_names),
         "device": trained.device,
+        "distributed": trained.layout,
         "machine": machine_info(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "extra": trained.extra,

@@ -83,10 +83,10 @@ def check_settings(settings, input_shape: tuple[int, int, int]) -> None:
     AugmentSpec.from_settings(settings).check(input_shape)
 
 
-def draw(spec: AugmentSpec, n: int, seed: int, step: int, size: tuple[int, int], rank: int = 0) -> np.ndarray:
-    """The random transformation of each of the n images of global batch `step` (on process `rank`):
-    n x NUM_COLUMNS float32. size is the images' (H, W)."""
-    rng = np.random.default_rng([seed, step, rank])
+def draw(spec: AugmentSpec, n: int, seed: int, step: int, size: tuple[int, int]) -> np.ndarray:
+    """The random transformation of each of the n images of global batch `step`: n x NUM_COLUMNS float32.
+    size is the images' (H, W). Under data parallelism each replica takes its rows of the global batch's draws."""
+    rng = np.random.default_rng([seed, step, 0])  # the 0 keeps the draws of runs made by earlier versions
     out = np.zeros((n, NUM_COLUMNS), np.float32)
     out[:, JITTER] = 1.0
     if spec.flip:

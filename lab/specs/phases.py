@@ -146,10 +146,11 @@ class PhaseStats:
 
 
 class TransferLog:
-    """The run's transfer details and finished phases, kept in the run folder so a resumed run reports them too."""
+    """The run's transfer details and finished phases, kept in the run folder so a resumed run reports them too
+    (by the process that writes the run's files: persist=False on the other ranks of a multi-process run)."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / PHASES_FILE
+    def __init__(self, run_dir: Path, persist: bool = True):
+        self.path, self.persist = Path(run_dir) / PHASES_FILE, persist
         saved = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.details: dict = saved.get("details", {})
         self.stats = {int(i): PhaseStats(**s) for i, s in saved.get("phases", {}).items()}
@@ -162,9 +163,14 @@ class TransferLog:
         self.stats[index] = stats
         self._save()
 
+    def reload(self) -> None:
+        """Read back what the process that trained saved (the main process of a spawned run)."""
+        self.__init__(self.path.parent, self.persist)
+
     def _save(self) -> None:
-        write_json_atomic(self.path, {"details": self.details,
-                                      "phases": {str(i): vars(s) for i, s in self.stats.items()}})
+        if self.persist:
+            write_json_atomic(self.path, {"details": self.details,
+                                          "phases": {str(i): vars(s) for i, s in self.stats.items()}})
 
     def summary(self, phases: list[Phase], history: list[dict]) -> dict:
         return summarize(phases, self.stats, history, self.details)

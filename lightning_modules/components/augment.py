@@ -12,18 +12,23 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from datamodules.torch_data import Part
 from lab.specs import augmentation as A
 
 
 class BatchAugment(nn.Module):
-    """The ImageClassifier's `augment` slot: (uint8 images, global batch index) -> augmented uint8 images."""
+    """The ImageClassifier's `augment` slot: (uint8 images, global batch index, Part) -> augmented uint8 images.
+
+    The draws are made for the whole global batch and each replica takes its slice, so an image's
+    transformation does not depend on the number of devices."""
 
     def __init__(self, spec: A.AugmentSpec, seed: int):
         super().__init__()
         self.spec, self.seed = spec, seed
 
-    def forward(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        draws = A.draw(self.spec, len(images), self.seed, step, tuple(images.shape[1:3]), _rank())
+    def forward(self, images: torch.Tensor, step: int, part: Part | None = None) -> torch.Tensor:
+        start, total = (0, len(images)) if part is None else part
+        draws = A.draw(self.spec, total, self.seed, step, tuple(images.shape[1:3]))[start:start + len(images)]
         return apply(images, self.spec, _to_device(draws, images.device))
 
 
@@ -50,10 +55,6 @@ def apply(images: torch.Tensor, spec: A.AugmentSpec, draws: torch.Tensor) -> tor
 
 def apply_numpy(images: np.ndarray, spec: A.AugmentSpec, draws: np.ndarray) -> np.ndarray:
     return apply(torch.from_numpy(images), spec, torch.from_numpy(draws)).numpy()
-
-
-def _rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
 
 def _to_device(draws: np.ndarray, device: torch.device) -> torch.Tensor:

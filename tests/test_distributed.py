@@ -1,0 +1,108 @@
+"""Several devices give the results of one: Lightning DDP on 2 CPU processes (gloo), Keras MirroredStrategy on 2
+logical CPU devices, torchrun; one run folder written by rank 0; the refusals of what cannot work.
+
+Each run is a process of its own, in its own session (the `spawn` fixture kills what is left), with a short
+process-group timeout, so that a rank left waiting fails the test instead of hanging it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lab.records.rundirs import versions
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300
+# 261 images in batches of 32: 8 full batches and one of 5, split 3 + 2 over two replicas, so the loss weighting
+# is exercised; no dropout or batch norm in the first CNN, so one and two replicas can agree to float precision.
+SMALL_RUN = ["--dataset", "digits", "--model", "first_cnn", "--filters", "8", "--train-images", "261",
+             "--batch-size", "32", "--epochs", "1", "--accelerator", "cpu"]
+
+
+def run_command(spawn, args: list, out: Path, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LAB_DDP_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT)}
+    process = spawn([*args, "--out", out], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True)
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+def only_run(out: Path, backend: str) -> Path:
+    """The one run folder under out, with its one results.json and report."""
+    experiments = list(out.iterdir())
+    assert len(experiments) == 1, experiments
+    runs = versions(experiments[0] / backend)
+    assert len(runs) == 1, runs
+    run_dir = runs[0][1]
+    assert len(list(out.rglob("results.json"))) == len(list(out.rglob("report.md"))) == 1
+    assert len(list(out.rglob("settings.json"))) == 1
+    return run_dir
+
+
+def lightning_weights(run_dir: Path) -> dict:
+    import torch
+
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def assert_same_run(one: Path, two: Path) -> None:
+    """Same history (val/acc exactly) and test accuracy; the world size and batches recorded."""
+    first, second = results(one), results(two)
+    assert [r["val/acc"] for r in first["history"]] == [r["val/acc"] for r in second["history"]]
+    assert first["test"]["accuracy"] == second["test"]["accuracy"]
+    assert first["distributed"] == {"world_size": 1, "num_nodes": 1, "global_batch": 32, "per_device_batch": 32}
+    assert second["distributed"] == {"world_size": 2, "num_nodes": 1, "global_batch": 32, "per_device_batch": 16}
+
+
+@pytest.mark.multiprocess
+def test_lightning_ddp_on_two_processes_matches_one(spawn, tmp_path):
+    one = run_command(spawn, ["train_lightning.py", *SMALL_RUN, "--devices", "1"], tmp_path / "one")
+    two = run_command(spawn, ["train_lightning.py", *SMALL_RUN, "--devices", "2"], tmp_path / "two")
+    run_one, run_two = only_run(tmp_path / "one", "lightning"), only_run(tmp_path / "two", "lightning")
+    a, b = lightning_weights(run_one), lightning_weights(run_two)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=0, atol=2e-5, err_msg=name)
+    assert_same_run(run_one, run_two)
+    assert results(run_two)["device"] == "cpu x2"
+    assert two.stdout.count("test accuracy") == 1  # only rank 0 prints
+    assert one.stdout.count("test accuracy") == 1
+
+
+@pytest.mark.multiprocess
+def test_keras_mirrored_on_two_cpu_devices_matches_one(spawn, tmp_path):
+    run_command(spawn, ["train_keras.py", *SMALL_RUN, "--devices", "1"], tmp_path / "one")
+    run_command(spawn, ["train_keras.py", *SMALL_RUN, "--devices", "2"], tmp_path / "two")
+    run_one, run_two = only_run(tmp_path / "one", "keras"), only_run(tmp_path / "two", "keras")
+    a, b = keras_weights(run_one), keras_weights(run_two)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=0, atol=2e-5)
+    assert_same_run(run_one, run_two)
+
+
+def keras_weights(run_dir: Path) -> list[np.ndarray]:
+    from callbacks.keras_checkpoint import find_last
+    from lab.frameworks import keras
+
+    return keras.models.load_model(find_last(run_dir / "checkpoints")[0][0]).get_weights()
+
+
+@pytest.mark.distributed
+def test_torchrun_leaves_one_complete_run(spawn, tmp_path):
+    out = run_command(spawn, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                              "train_lightning.py", *SMALL_RUN], tmp_path)
+    run_dir = only_run(tmp_path, "lightning")
+    assert results(run_dir)["distributed"]["world_size"] == 2
+    assert out.stdout.count("test accuracy") == 1

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench-speed bench-accuracy clean
+.PHONY: install demo test test-slow test-distributed bench-speed bench-accuracy clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# The longer multi-process checks: torchrun, srun's variables, ddp_spawn, resume and transfer on 2 ranks.
+test-distributed: install
+	$(PY) -m pytest -q -m distributed
 
 bench-speed: install
 	$(PY) -m bench.speed

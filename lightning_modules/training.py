@@ -23,6 +23,7 @@ from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.torch_data import ArraysDataModule
 from lab.config.devices import DevicePlan, plan_devices
+from lab.errors import LabError
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR
 from lab.reports.report import save_augmented_grid
@@ -44,7 +45,11 @@ class LightningBackend:
     name = "lightning"
 
     def plan_devices(self, settings) -> DevicePlan:
-        return plan_devices(settings, torch.cuda.device_count())
+        plan = plan_devices(settings, torch.cuda.device_count())
+        if settings.sync_batchnorm and plan.accelerator == "cpu" and plan.world_size > 1:
+            raise LabError("--sync-batchnorm needs GPUs on Lightning: PyTorch's SyncBatchNorm runs on CUDA only; "
+                           "drop it on the CPU.")
+        return plan
 
     def is_writer(self, plan: DevicePlan) -> bool:
         return plan.global_rank == 0

@@ -106,3 +106,95 @@ def test_torchrun_leaves_one_complete_run(spawn, tmp_path):
     run_dir = only_run(tmp_path, "lightning")
     assert results(run_dir)["distributed"]["world_size"] == 2
     assert out.stdout.count("test accuracy") == 1
+
+
+CNN = ["--dataset", "digits", "--model", "cnn", "--filters", "4", "--dense-units", "16", "--padding", "same",
+       "--dropout", "0", "--batch-size", "32", "--accelerator", "cpu"]
+
+
+@pytest.mark.distributed
+def test_lightning_transfer_on_two_processes_matches_one(spawn, tmp_path):
+    """Feature extraction from an earlier run's weights, then fine-tuning: the top block is unfrozen at epoch 2,
+    after DDP wrapped the model, and must train in step on both ranks (Lightning-AI/pytorch-lightning#20340)."""
+    run_command(spawn, ["train_lightning.py", *CNN, "--epochs", "1"], tmp_path / "pre")
+    transfer = ["train_lightning.py", *CNN, "--weights", only_run(tmp_path / "pre", "lightning"), "--epochs", "1",
+                "--finetune-epochs", "1", "--finetune-lr", "0.01", "--unfreeze", "1", "--train-images", "261"]
+    run_command(spawn, [*transfer, "--devices", "1"], tmp_path / "one")
+    run_command(spawn, [*transfer, "--devices", "2"], tmp_path / "two")
+    run_one, run_two = only_run(tmp_path / "one", "lightning"), only_run(tmp_path / "two", "lightning")
+    a, b = lightning_weights(run_one), lightning_weights(run_two)
+    for name in a:
+        np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=0, atol=2e-5, err_msg=name)
+    assert_same_run(run_one, run_two)
+    phases = results(run_two)["extra"]["phases"]
+    assert [p["test_acc"] for p in phases] == [p["test_acc"] for p in results(run_one)["extra"]["phases"]]
+
+
+@pytest.mark.distributed
+def test_keras_sync_batchnorm_on_two_cpu_devices_matches_one(spawn, tmp_path):
+    """Synchronised BatchNorm takes its statistics over the global batch, as one device does. (Lightning's
+    --sync-batchnorm needs GPUs: bench/gpu_check.sh runs it where there are two.)"""
+    # SGD: a convolution's bias before BatchNorm has a gradient of float noise, which Adam would scale up to lr.
+    args = ["train_keras.py", *CNN, "--batch-norm", "true", "--sync-batchnorm", "true", "--train-images", "261",
+            "--epochs", "1", "--optimizer", "sgd", "--lr", "0.05"]
+    run_command(spawn, [*args, "--devices", "1"], tmp_path / "one")
+    run_command(spawn, [*args, "--devices", "2"], tmp_path / "two")
+    a, b = keras_weights(only_run(tmp_path / "one", "keras")), keras_weights(only_run(tmp_path / "two", "keras"))
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=0, atol=2e-5)
+
+
+@pytest.mark.distributed
+def test_ddp_spawn_leaves_one_complete_run(spawn, tmp_path):
+    run_command(spawn, ["train_lightning.py", *SMALL_RUN, "--devices", "2", "--strategy", "ddp_spawn"], tmp_path)
+    run_dir = only_run(tmp_path, "lightning")
+    assert len(results(run_dir)["history"]) == 1 and results(run_dir)["distributed"]["world_size"] == 2
+
+
+@pytest.mark.distributed
+def test_a_killed_ddp_run_resumes_on_two_processes(spawn, tmp_path):
+    args = ["train_lightning.py", *SMALL_RUN, "--devices", "2", "--epochs", "3", "--out", tmp_path]
+    env = {**os.environ, "LAB_DDP_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT)}
+    process = spawn(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: any(tmp_path.rglob("last.ckpt")) or process.poll() is not None)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, 9)
+    process.wait()
+    assert not any(tmp_path.rglob("results.json"))
+    run_command(spawn, [*args[:-2], "--resume"], tmp_path)
+    run_dir = only_run(tmp_path, "lightning")
+    assert [r["epoch"] for r in results(run_dir)["history"]] == [1, 2, 3]
+
+
+@pytest.mark.distributed
+def test_srun_environment_is_detected(spawn, tmp_path):
+    """Two processes with the variables srun sets for a 2-task job step on one node."""
+    port = free_port()
+    env = {**os.environ, "LAB_DDP_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT), "SLURM_NTASKS": "2",
+           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "lab",
+           "SLURM_JOB_ID": "1", "SLURM_NODELIST": "localhost", "MASTER_PORT": str(port)}
+    processes = [spawn(["train_lightning.py", *SMALL_RUN, "--out", tmp_path], cwd=ROOT,
+                       env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=TIMEOUT_S) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    run_dir = only_run(tmp_path, "lightning")
+    assert results(run_dir)["distributed"]["world_size"] == 2
+    assert outputs[0][0].count("test accuracy") == 1 and "test accuracy" not in outputs[1][0]
+
+
+def wait_for(condition, timeout: float = TIMEOUT_S, every: float = 0.2) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -11,14 +11,16 @@ import pytorch_lightning as pl
 import torch
 
 from datamodules.base import DataSplits, ImageSet
-from datamodules.batching import EVAL_BATCH_SIZE, epoch_order, num_batches, replica_slice, train_batches
+from datamodules.batching import EVAL_BATCH_SIZE, epoch_order, loss_scale, num_batches, replica_slice, train_batches
 
 
 class Part(NamedTuple):
-    """Where a replica's training batch sits in its global batch: its first image, and the global batch's size."""
+    """Where a replica's training batch sits in its global batch (its first image, the global batch's size), and
+    the factor on its mean loss (batching.loss_scale: 1.0 on one device)."""
 
     start: int
     total: int
+    loss_scale: float = 1.0
 
 
 class TrainBatches:
@@ -41,7 +43,8 @@ class TrainBatches:
             batch = indices[start:start + self.batch_size]
             part = replica_slice(len(batch), self.rank, self.world)
             mine = batch[part]
-            yield self.images[mine], self.labels[mine], Part(part.start, len(batch))
+            yield self.images[mine], self.labels[mine], Part(part.start, len(batch),
+                                                             loss_scale(len(mine), len(batch), self.world))
 
 
 class TensorBatches:

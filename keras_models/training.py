@@ -208,7 +208,7 @@ def _refuse_multi_worker(settings) -> None:
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     workers = sum(len(tasks) for tasks in config.get("cluster", {}).values())
     launched = detect()
-    if workers > 1 or (settings.num_nodes or 1) > 1 or launched.kind not in (None, "lightning"):
+    if workers > 1 or (settings.num_nodes or 1) > 1 or (launched.several and launched.kind != "lightning"):
         raise LabError("Keras trains on one machine: Keras 3's fit fails under MultiWorkerMirroredStrategy "
                        "(keras-team/keras#20585); unset TF_CONFIG, drop --num-nodes and start train_keras.py "
                        "without torchrun or srun, with --devices N for MirroredStrategy on N GPUs of one machine.")

@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules.batching import loss_scale
+from datamodules.torch_data import Part
 
 BAR_EVERY = 25  # steps between progress-bar loss updates
 
@@ -34,7 +34,8 @@ class ImageClassifier(pl.LightningModule):
         return self.net(images)
 
     def training_step(self, batch, batch_idx):
-        images, labels, part = batch  # part: where this replica's images sit in the global batch
+        images, labels, *rest = batch
+        part = rest[0] if rest else Part(0, len(labels))  # where this replica's images sit in the global batch
         if self.augment is not None:
             images = self.augment(images, self.global_step, part)
         logits = self(images)
@@ -44,8 +45,8 @@ class ImageClassifier(pl.LightningModule):
         self.train_acc.update(logits.detach(), labels)
         if batch_idx % BAR_EVERY == 0:
             self.log("loss", loss.detach(), prog_bar=True, logger=False)
-        world = self.trainer.world_size
-        return loss if world == 1 else loss * loss_scale(len(labels), part.total, world)
+        # Scaled by the replica's share of the global batch: DDP's mean of the gradients is then the global one.
+        return loss if part.loss_scale == 1 else loss * part.loss_scale
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from datamodules.base import ImageSet
-from datamodules.batching import (epoch_order, loss_scale, replica_slice, replica_weights, train_batches,
-                                  trained_images)
+from datamodules.batching import epoch_order, loss_scale, replica_slice, replica_weights, train_batches, trained_images
 
 
 def _part(n):

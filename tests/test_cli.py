@@ -52,6 +52,9 @@ def _assert_one_line_error(code, err, message):
     (["--config", "missing.yaml"], "does not exist"),
     (["--resume"], "no run of first_cnn-digits"),
     (["--gpus", "1"], "no usable GPU"),
+    (["--accelerator", "cpu", "--devices", "2", "--batch-size", "33"], "does not divide over 2 devices"),
+    (["--num-nodes", "2"], "--num-nodes"),  # Lightning: needs a launcher; Keras: trains on one machine
+    (["--accelerator", "cpu", "--devices", "0,1"], "names GPU indices"),
 ])
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_bad_input(script, args, message, tmp_path, monkeypatch, capsys):
@@ -72,7 +75,8 @@ def test_help_explains_every_flag(script, tmp_path, monkeypatch, capsys):
     assert code == 0
     for flag in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--filters", "--kernel-size",
                  "--stride", "--padding", "--optimizer", "--lr", "--seed", "--out", "--name", "--config",
-                 "--gpus", "--accelerator", "--devices", "--precision", "--resume"):
+                 "--gpus", "--accelerator", "--devices", "--num-nodes", "--strategy", "--sync-batchnorm",
+                 "--precision", "--resume"):
         assert flag in out
 
 

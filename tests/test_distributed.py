@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lab.errors import LabError
 from lab.records.rundirs import versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,3 +198,100 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- in this process: plans, launch environments, refusals -------------------------------------------------------
+
+def test_launchers_are_recognised_from_their_variables():
+    from lab.config.launch import detect
+
+    torchrun = {"RANK": "3", "GROUP_RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4"}
+    assert detect(torchrun) == detect({**torchrun}) and detect(torchrun).kind == "torchrun"
+    assert (detect(torchrun).rank, detect(torchrun).per_node, detect(torchrun).nodes) == (3, 2, 2)
+    slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_TASKS_PER_NODE": "4(x2)", "SLURM_NNODES": "2",
+             "SLURM_JOB_NAME": "lab"}
+    assert (detect(slurm).kind, detect(slurm).rank, detect(slurm).per_node, detect(slurm).nodes) == ("slurm", 5, 4, 2)
+    assert detect({**slurm, "SLURM_JOB_NAME": "bash"}).kind is None  # an interactive shell, not a job step
+    assert detect(slurm).several and not detect({"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "lab"}).several
+    assert detect({"LOCAL_RANK": "1", "NODE_RANK": "0", "MASTER_ADDR": "x"}).kind == "lightning"
+    assert detect({"MASTER_ADDR": "x", "NODE_RANK": "1"}).kind == "manual"
+    assert detect({}).kind is None
+
+
+def test_a_plan_follows_the_launcher_and_refuses_what_disagrees():
+    from lab.config.devices import plan_devices
+    from lab.config.launch import Launch
+    from lab.config.settings import make_settings
+
+    torchrun = Launch("torchrun", rank=3, per_node=2, nodes=2)
+    plan = plan_devices(make_settings({"accelerator": "cpu", "batch_size": 32}), 0, torchrun)
+    assert (plan.per_node, plan.num_nodes, plan.world_size, plan.global_rank) == (2, 2, 4, 3)
+    assert plan.batches(32) == {"world_size": 4, "num_nodes": 2, "global_batch": 32, "per_device_batch": 8}
+    assert plan.describe() == "cpu x2 x 2 nodes"
+    for settings, message in (({"devices": "3"}, "started 2 process"), ({"num_nodes": 3}, "--num-nodes is 3"),
+                              ({"batch_size": 30}, "does not divide over 4")):
+        with pytest.raises(LabError, match=message):
+            plan_devices(make_settings({"accelerator": "cpu", **settings}), 0, torchrun)
+    with pytest.raises(LabError, match="has only 1"):
+        plan_devices(make_settings({"gpus": 2}), 1, Launch(None))
+
+
+def test_commands_of_many_runs_refuse_several_processes_but_not_a_one_task_job():
+    from lab.config.devices import require_one_device
+    from lab.config.launch import Launch
+    from lab.config.settings import make_settings
+
+    require_one_device(make_settings({}), Launch("slurm", rank=0, per_node=1, nodes=1))  # sbatch, no srun
+    for launch in (Launch("slurm", 0, 2, 1), Launch("torchrun", 1, 2, 1), Launch("lightning")):
+        with pytest.raises(LabError, match="one after another on one device"):
+            require_one_device(make_settings({}), launch)
+    with pytest.raises(LabError, match="one after another on one device"):
+        require_one_device(make_settings({"gpus": 2}), Launch(None))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train_keras.py", "--strategy", "ddp"], "is Lightning's"),
+    (["train_lightning.py", "--accelerator", "cpu", "--devices", "2", "--sync-batchnorm", "true"], "CUDA only"),
+    (["run_lab.py", "--devices", "2"], "one after another on one device"),
+    (["augment_compare.py", "--accelerator", "cpu", "--devices", "2"], "one after another on one device"),
+    (["tune_lightning.py", "--accelerator", "cpu", "--devices", "2"], "one after another on one device"),
+])
+def test_what_cannot_run_on_several_devices_is_refused(argv, message, tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from conftest import call_main
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(argv[0].removesuffix(".py")).main
+    code, _, err = call_main(main, [*argv[1:], "--out", str(tmp_path / "runs")], capsys)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
+
+
+def test_keras_refuses_several_workers(tmp_path, monkeypatch, capsys):
+    import train_keras
+    from conftest import call_main
+
+    cluster = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
+    code, _, err = call_main(train_keras.main, ["--out", str(tmp_path)], capsys)
+    assert code == 2 and "keras-team/keras#20585" in err and len(err.strip().splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_images_augmentation_does_not_depend_on_the_number_of_replicas():
+    import torch
+
+    from datamodules.batching import replica_slice
+    from datamodules.torch_data import Part
+    from lab.config.settings import make_settings
+    from lightning_modules.components.augment import build_augment
+
+    augment = build_augment(make_settings({"flip": True, "crop_pad": 2, "rotate": 10, "cutout": 3}))
+    images = torch.randint(0, 256, (7, 8, 8, 1), dtype=torch.uint8)
+    whole = augment(images, 5)
+    for world in (2, 3):
+        slices = [replica_slice(7, rank, world) for rank in range(world)]
+        parts = [augment(images[s], 5, Part(s.start, 7)) for s in slices]
+        assert torch.equal(torch.cat(parts), whole)
+    assert not torch.equal(augment(images[:3], 5), whole[:3])  # drawn for 3 images, not for the global batch

@@ -73,6 +73,19 @@ def plan_devices(settings, gpus_available: int, launch: Launch | None = None) ->
                     launch)
 
 
+def require_one_device(settings, launch: Launch | None = None) -> None:
+    """LabError when the settings ask for several devices or machines, for the commands that train several runs
+    in one process (the lab, the comparisons, the searches): Lightning's DDP launcher would start the whole
+    command again on every rank, and each would train every run."""
+    launch = detect() if launch is None else launch
+    devices = _parse_devices(settings.devices)
+    several = (settings.gpus or 0) > 1 or (settings.num_nodes or 1) > 1 or \
+        (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
+    if several or launch.several:
+        raise LabError("this command trains its runs one after another on one device; for several devices or "
+                       "machines train each run with train_lightning.py or train_keras.py (docs/scale-out.md).")
+
+
 def _layout(settings, launch: Launch) -> tuple[int, str]:
     nodes = settings.num_nodes or launch.nodes or 1
     if nodes > 1 and launch.kind is None:

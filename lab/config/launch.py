@@ -22,6 +22,11 @@ class Launch:
     per_node: int | None = None  # processes per machine, when the launcher started them
     nodes: int | None = None  # machines, when the launcher tells it
 
+    @property
+    def several(self) -> bool:
+        """Whether this process is one of several (a one-task SLURM job, say, is not)."""
+        return self.kind in ("lightning", "manual") or (self.per_node or 1) * (self.nodes or 1) > 1
+
     def global_rank(self, per_node: int) -> int:
         """This process's global rank, `per_node` processes on each machine."""
         if self.rank is not None:

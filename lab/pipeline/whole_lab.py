@@ -6,6 +6,7 @@ from pathlib import Path
 
 from datamodules import load_splits
 from lab.cli import run_command
+from lab.config.devices import require_one_device
 from lab.config.machine import machine_info
 from lab.config.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
 from lab.io import write_text_atomic
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun", action="store_true", help="run every experiment again instead of reusing it")
     p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="auto, cpu or gpu, for both backends")
     p.add_argument("--gpus", type=int, help="number of GPUs for both backends; 0 means the CPU")
-    p.add_argument("--devices", default="auto", help="'auto', a count, or GPU indices like 0,1")
+    p.add_argument("--devices", default="auto",
+                   help="'auto', or one device: the lab trains its runs one after another on one device")
     p.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision for both backends")
     return p
 
@@ -58,9 +60,10 @@ def run_lab(args) -> Path:
     preset = PRESETS[args.preset]
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir}}
-    data_lines, cifar_classes = _check_data(data, sections)
     common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
               "devices": args.devices, "precision": args.precision}
+    require_one_device(make_settings(common))
+    data_lines, cifar_classes = _check_data(data, sections)
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
     searches: dict[str, Search] = {}  # section 1.4 per backend
     for backend in in_training_order(backends):

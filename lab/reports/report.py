@@ -76,11 +76,21 @@ def summary_lines(results: dict) -> list[str]:
         f"- Dataset: {results['dataset']} ({results['data_source']})",
         f"- Parameters: {params['total']:,} ({params['trainable']:,} trainable)",
         f"- Epochs: {run}" + (f" of {planned} planned" if planned not in (None, run) else ""),
+        _devices_line(results),
         f"- Epoch time: first {_num(timing.get('first_epoch_s'), '.2f', 's')}, "
         f"steady {_num(timing.get('steady_epoch_s'), '.2f', 's')}",
         f"- Images per second: {_num(timing.get('images_per_s'), ',.0f')}",
         f"- Finished at: {results['finished_at']}",
     ]
+
+
+def _devices_line(results: dict) -> str:
+    """E.g. '- Devices: cpu x2, batch 32 (16 per device)'; runs of earlier versions recorded no layout."""
+    layout = results.get("distributed") or {}
+    batch = results["hyperparameters"].get("batch_size")
+    if layout.get("world_size", 1) > 1:
+        batch = f"{layout['global_batch']} ({layout['per_device_batch']} per device on {layout['world_size']})"
+    return f"- Devices: {results.get('device', '-')}, batch {batch}"
 
 
 def transfer_section(extra: dict, heading: str = "####") -> list[str]:

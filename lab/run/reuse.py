@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lab.config.devices import require_one_device
 from lab.records.results import RESULTS_FILE
 from lab.records.rundirs import SETTINGS_FILE, versions
 from lab.run.backend import in_training_order
@@ -24,6 +25,7 @@ def find_matching(settings, backend: str) -> Path | None:
 
 def ensure_run(backend: str, settings, rerun: bool = False) -> tuple[Path, str]:
     """(run folder, what happened: 'reused', 'resumed' or 'ran')."""
+    require_one_device(settings)
     existing = None if rerun else find_matching(settings, backend)
     if existing is not None and (existing / RESULTS_FILE).exists():
         return existing, "reused"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datamodules import load_splits, sample_train
+from lab.config.devices import require_one_device
 from lab.config.settings import ExperimentSettings, make_settings
 from lab.errors import LabError
 from lab.io import write_json_atomic, write_text_atomic
@@ -77,6 +78,7 @@ def search_folder(base: ExperimentSettings, backend: str) -> Path:
 def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
     """Search (or continue the search in the same folder), summarise, retrain the best, compare."""
     check_options(opts)
+    require_one_device(base)
     base = make_settings({**base.to_dict(), "model": "cnn", "epochs": opts.max_epochs})
     folder = search_folder(base, opts.backend)
     definition = _definition(base, opts)

@@ -27,7 +27,7 @@ class BatchAugment(nn.Module):
         self.spec, self.seed = spec, seed
 
     def forward(self, images: torch.Tensor, step: int, part: Part | None = None) -> torch.Tensor:
-        start, total = (0, len(images)) if part is None else part
+        start, total = (0, len(images)) if part is None else part[:2]
         draws = A.draw(self.spec, total, self.seed, step, tuple(images.shape[1:3]))[start:start + len(images)]
         return apply(images, self.spec, _to_device(draws, images.device))
 

@@ -53,6 +53,15 @@ def build_parser(prog: str, backend: str) -> LabArgumentParser:
                         help=f"number of best trials in the summary (default: {DEFAULTS.top})")
     search.add_argument("--overwrite", action="store_true", default=False,
                         help="delete this search's trials and start afresh instead of continuing it")
+    cluster = parser.add_argument_group(
+        "distributed search (keras-tuner's chief and workers, set by KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and "
+        "KERASTUNER_ORACLE_PORT; scripts/launch_search.py starts them)")
+    cluster.add_argument("--chief-wait", type=float, default=DEFAULTS.chief_wait, metavar="SECONDS",
+                         help=f"a worker gives up when no chief answers within this time (default: "
+                              f"{DEFAULTS.chief_wait:g})")
+    cluster.add_argument("--worker-timeout", type=float, default=DEFAULTS.worker_timeout, metavar="SECONDS",
+                         help="the chief gives up when no worker has called for this long while trials run "
+                              f"(default: {DEFAULTS.worker_timeout:g})")
     space = parser.add_argument_group("search space (each flag narrows or widens one setting)")
     for name in SPACE_NAMES:
         shown = SearchSpace().text(name)
@@ -70,7 +79,7 @@ def options(args: argparse.Namespace) -> tuple:
     base = make_settings({k: v for k, v in given.items() if k in SETTINGS or k == "name"})
     space = parse_space({k: v for k, v in given.items() if k in SPACE_NAMES})
     keys = ("backend", "tuner", "max_trials", "max_epochs", "patience", "epochs", "max_params", "trial_fraction",
-            "time_budget", "overwrite", "retrain", "top")
+            "time_budget", "overwrite", "retrain", "top", "chief_wait", "worker_timeout")
     return base, SearchOptions(space=space, **{k: given[k] for k in keys})
 
 

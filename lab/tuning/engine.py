@@ -2,15 +2,24 @@
 
 A trial's hyperparameters become ExperimentSettings (lab.tuning.space), which the backend's own
 `train()` trains in OUT/<name>/<backend>/tuning/trial_<id>: the same checkpoints, record.json and
-TensorBoard tags as a normal run, plus the trial's HParams. A backend subclass only says how to train.
+TensorBoard tags as a normal run, plus the trial's HParams.
+
+Distributed (lab.tuning.cluster), keras-tuner's own engine runs the search: the chief serves the oracle over
+gRPC with keras-tuner's OracleServicer, and each worker's Tuner talks to it through keras-tuner's
+OracleClient. Everything that decides (the time budget, the failures, which worker ran what) lives in the
+oracle, so it works the same in one process and on the chief; workers only train.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from lab.errors import LabError
 from lab.frameworks import kt
@@ -18,10 +27,13 @@ from lab.io import write_text_atomic
 from lab.records.recording import RECORD_FILE
 from lab.records.rundirs import CHECKPOINTS_DIR, SETTINGS_FILE, load_settings, save_settings
 from lab.run.backend import Backend
+from lab.tuning.cluster import SINGLE_ID, Role
 from lab.tuning.space import Constraint, SearchSpace, define, overrides_of, trial_settings
 from lab.tuning.trials import CSV_FILE, METRICS, OBJECTIVE, PROJECT, trial_metrics, trial_row, write_csv
 
 KT_TRIAL_FILE = "trial.json"
+HEARTBEAT_S = 10  # a worker's sign of life to the chief while it trains
+MAX_RESTARTS = 3  # a trial whose worker came back this many times without finishing it fails
 
 
 class _Feasible:
@@ -56,15 +68,96 @@ class _AtomicSaves:
         write_text_atomic(Path(self._get_trial_dir(trial.trial_id)) / KT_TRIAL_FILE, json.dumps(trial.get_state()))
 
 
-class RandomOracle(_AtomicSaves, _Feasible, kt.oracles.RandomSearchOracle):
+class _Bookkeeping:
+    """Oracle mixin: what the search decides, in the process that holds the oracle (the only one, or the chief).
+
+    - The time budget: past `deadline` less the mean trial time, it answers STOPPED, keras-tuner's own stop,
+      so a worker never stops on its own and leaves the chief waiting.
+    - Failures: keras-tuner raises after too many failed trials in a row, inside EndTrial on a chief, which
+      leaves it waiting forever (keras-team/keras-tuner#645); here the search stops and `failed_out` says why.
+    - A worker that comes back (same ID) without finishing its trial gets it again, keras-tuner's rule; after
+      MAX_RESTARTS such returns the trial fails instead of crashing its worker forever.
+    - Which worker ran each trial, and when any process last called (`last_contact`).
+    """
+
+    constraint: Constraint
+
+    def init_bookkeeping(self) -> None:
+        self.deadline: float | None = None  # time.monotonic() after which no trial should still run
+        self.stopped_for_time = False
+        self.failed_out: str | None = None
+        self.on_trial_ended: Callable[[], None] | None = None
+        self.workers: dict[str, str] = {}
+        self.last_contact = time.monotonic()
+        self._durations: list[float] = []
+        self._started: dict[str, float] = {}
+        self._returns: Counter = Counter()
+
+    def create_trial(self, tuner_id):
+        self.last_contact = time.monotonic()
+        ongoing = self.ongoing_trials.get(tuner_id)
+        if ongoing is not None:
+            self._returns[ongoing.trial_id] += 1
+            if self._returns[ongoing.trial_id] > MAX_RESTARTS:
+                ongoing.status = kt.engine.trial.TrialStatus.FAILED
+                ongoing.message = f"its worker {tuner_id} came back {MAX_RESTARTS} times without finishing it"
+                self.end_trial(ongoing)
+        self._check_budget()
+        trial = super().create_trial(tuner_id)
+        if trial.status == "RUNNING" and trial.trial_id not in self._started:
+            self.workers[trial.trial_id] = tuner_id
+            self._started[trial.trial_id] = time.monotonic()
+        return trial
+
+    def _check_budget(self) -> None:
+        if self.deadline is None or self.stopped_for_time:
+            return
+        expected = sum(self._durations) / len(self._durations) if self._durations else 0.0
+        if time.monotonic() + expected > self.deadline:
+            self.stopped_for_time = True
+            self.max_trials = len(self.trials)  # keras-tuner's own stop; not saved in its state
+
+    def update_trial(self, trial_id, metrics, step=0):
+        self.last_contact = time.monotonic()
+        return super().update_trial(trial_id, metrics, step=step)
+
+    def get_space(self):
+        self.last_contact = time.monotonic()
+        return super().get_space()
+
+    def end_trial(self, trial):
+        self.last_contact = time.monotonic()
+        started = self._started.pop(trial.trial_id, None)
+        if started is not None:
+            self._durations.append(time.monotonic() - started)
+        super().end_trial(trial)
+        if self.on_trial_ended is not None:
+            self.on_trial_ended()
+
+    def _check_consecutive_failures(self):
+        try:
+            super()._check_consecutive_failures()
+        except RuntimeError as e:
+            self.failed_out = str(e).strip().splitlines()[-1]
+            self.max_trials = len(self.trials)
+
+    def get_state(self):
+        return {**super().get_state(), "workers": self.workers}
+
+    def set_state(self, state):
+        super().set_state(state)
+        self.workers.update(state.get("workers", {}))
+
+
+class RandomOracle(_AtomicSaves, _Bookkeeping, _Feasible, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOracle(_AtomicSaves, _Feasible, kt.oracles.BayesianOptimizationOracle):
+class BayesianOracle(_AtomicSaves, _Bookkeeping, _Feasible, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(_AtomicSaves, _Feasible, kt.oracles.HyperbandOracle):
+class HyperbandOracle(_AtomicSaves, _Bookkeeping, _Feasible, kt.oracles.HyperbandOracle):
     pass
 
 
@@ -82,26 +175,37 @@ def make_oracle(kind: str, constraint: Constraint, max_trials: int, max_epochs: 
         oracle = RandomOracle(max_trials=max_trials, **common)
     oracle.constraint = constraint
     oracle._max_collisions = 500  # draws refused as unbuildable count as collisions too
+    oracle.init_bookkeeping()
     return oracle
 
 
 class LabTuner(kt.Tuner):
-    """Runs each trial as a lab run of the backend, with early stopping after `patience` epochs."""
+    """Runs each trial as a lab run of the backend, with early stopping after `patience` epochs. In a distributed
+    search (`role`), the chief serves the oracle and the workers train."""
 
     def __init__(self, oracle: kt.Oracle, backend: Backend, space: SearchSpace, base, splits, plan, patience: int,
-                 directory: Path, overwrite: bool):
+                 directory: Path, overwrite: bool, role: Role = Role("single"), chief_wait: float = 180.0):
         self.backend, self.space, self.base, self.splits, self.plan = backend, space, base, splits, plan
-        self.patience = patience
+        self.patience, self.role, self.constraint = patience, role, oracle.constraint
         self.trials_run = 0
-        self.deadline: float | None = None  # time.monotonic() after which no trial should still run
-        self.stopped_for_time = False
-        self._durations: list[float] = []
+        self._state = oracle  # the oracle itself; a worker's self.oracle becomes keras-tuner's OracleClient
         super().__init__(oracle, hypermodel=partial(define, space=space), directory=str(directory),
                          project_name=PROJECT, overwrite=overwrite)
+        if role.kind == "worker":
+            self.oracle = _Reconnecting(self.oracle, role, chief_wait)
+        else:
+            oracle.on_trial_ended = self.write_csv
+
+    @property
+    def stopped_for_time(self) -> bool:
+        return self._state.stopped_for_time
+
+    def set_deadline(self, deadline: float) -> None:
+        self._state.deadline = deadline
 
     def run_trial(self, trial, *args, **kwargs) -> dict:
         values = trial.hyperparameters.values
-        problem = self.oracle.constraint.problem(values)
+        problem = self.constraint.problem(values)
         if problem:  # the oracle does not propose these; a guard for edited state files
             raise kt.errors.FailedTrialError(f"this configuration cannot be built: {problem}")
         settings = trial_settings(self.base, overrides_of(values), epochs=values.get("tuner/epochs", self.base.epochs))
@@ -109,50 +213,138 @@ class LabTuner(kt.Tuner):
         parent = values.get("tuner/trial_id")
         resume = _prepare(trial_dir, settings.to_dict(), Path(self.get_trial_dir(parent)) if parent else None)
         self.trials_run += 1
-        started = time.monotonic()
         trained = self.backend.train(settings, self.splits, trial_dir, self.plan, resume, patience=self.patience)
-        self._durations.append(time.monotonic() - started)
         metrics = trial_metrics(_history(trial_dir), values.get("tuner/initial_epoch", 0), trained.params.total)
         self.backend.log_extras(trial_dir, 0, {}, overrides_of(values),
                                 {f"hp/{name}": metrics[name] for name in METRICS})
         return metrics
 
-    def pre_create_trial(self):
-        """Within a time budget, start no trial that would, at this session's mean trial time, end after it."""
-        if self.deadline is None or self.stopped_for_time:
-            return
-        expected = sum(self._durations) / len(self._durations) if self._durations else 0.0
-        if time.monotonic() + expected > self.deadline:
-            self.stopped_for_time = True
-            self.oracle.max_trials = len(self.oracle.trials)  # keras-tuner's own stop; not saved in its state
-
-    def on_trial_end(self, trial):
-        super().on_trial_end(trial)
-        self.write_csv()
-
     def save(self):
-        """As keras-tuner's, but atomic (see _AtomicSaves)."""
-        if not self._is_worker():
-            self.oracle.save()
+        """As keras-tuner's, but atomic (see _AtomicSaves); only the process holding the oracle saves it."""
+        if self.role.kind != "worker":
+            self._state.save()
         write_text_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
 
     def rows(self) -> list[dict]:
-        return [trial_row(self.oracle.trials[trial_id], self.backend.name) for trial_id in self.oracle.start_order]
+        """Every trial so far, in the order they started (the oracle's process only)."""
+        oracle = self._state
+        return [trial_row(oracle.trials[trial_id], self.backend.name, oracle.workers.get(trial_id, SINGLE_ID))
+                for trial_id in oracle.start_order]
 
     def write_csv(self) -> Path:
         return write_csv(self.rows(), Path(self.project_dir))
 
-    def search_until_done(self) -> None:
-        """The search, with keras-tuner's abort after consecutive failures as a LabError."""
-        try:
+    def search_until_done(self, worker_timeout: float = 600.0) -> None:
+        """The search: served (chief), trained (worker) or both (one process). LabError when it stopped after
+        too many failed trials in a row, or when the workers went silent (chief)."""
+        if self.role.kind == "chief":
+            self.save()
+            serve(self._state, self.role, worker_timeout)
+        elif self.role.kind == "worker":
+            with _heartbeat(self.oracle):
+                self.search()
+            return
+        else:
             self.search()
-        except RuntimeError as e:
-            if "consecutive failures" not in str(e):
-                raise
+        if self._state.failed_out:
             self.write_csv()
-            last = str(e).strip().splitlines()[-1]
-            raise LabError(f"the search stopped after {self.oracle.max_consecutive_failed_trials} failed trials "
-                           f"in a row, the last with: {last}; see {Path(self.project_dir) / CSV_FILE}.") from None
+            raise LabError(f"the search stopped after {self._state.max_consecutive_failed_trials} failed trials "
+                           f"in a row, the last with: {self._state.failed_out}; see "
+                           f"{Path(self.project_dir) / CSV_FILE}.")
+
+
+def serve(oracle, role: Role, worker_timeout: float) -> None:
+    """keras-tuner's chief (its OracleServicer over gRPC, as oracle_chief.start_server) with progress, and an
+    end when the workers fall silent: keras-tuner's own waits forever for a worker that is gone."""
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    servicer = OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(role.address)
+    server.start()
+    print(f"chief: serving the search at {role.address}; start the workers (scripts/launch_search.py).", flush=True)
+    shown = None
+    try:
+        while True:
+            time.sleep(1)
+            shown = _show_progress(oracle, shown)
+            quiet = time.monotonic() - oracle.last_contact
+            # done: told a worker to stop, nothing runs, and the other workers were told too or are gone
+            if servicer.stop_triggered and not oracle.ongoing_trials and (not oracle.tuner_ids
+                                                                          or quiet > 3 * HEARTBEAT_S):
+                return
+            if quiet > worker_timeout:
+                running = ", ".join(f"{t.trial_id} ({w})" for w, t in oracle.ongoing_trials.items()) or "none"
+                raise LabError(f"no worker has called the chief for {quiet:.0f} s (running trials: {running}); "
+                               "restart the workers with the same KERASTUNER_TUNER_ID to continue their trials, and "
+                               "this chief with the same command: the search state is saved.")
+    finally:
+        server.stop(grace=1)
+
+
+def _show_progress(oracle, shown):
+    done = sum(t.status in ("COMPLETED", "FAILED", "INVALID") for t in oracle.trials.values())
+    running = {w: t.trial_id for w, t in oracle.ongoing_trials.items()}
+    now = (done, tuple(sorted(running.items())))
+    if now != shown:
+        workers = ", ".join(f"{t} on {w}" for w, t in sorted(running.items())) or "none"
+        print(f"chief: {done} of {oracle.max_trials} trials done, running: {workers}", flush=True)
+    return now
+
+
+class _Reconnecting:
+    """keras-tuner's OracleClient, whose calls wait for a chief that restarts: a call cut off by the chief's end is
+    sent again once it is back (a restarted chief gives a worker its ongoing trial again), for up to `wait` s."""
+
+    def __init__(self, client, role: Role, wait: float):
+        self.client, self.role, self.wait = client, role, wait
+
+    def __getattr__(self, name):
+        attribute = getattr(self.client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            import grpc
+
+            deadline = time.monotonic() + self.wait
+            while True:
+                try:
+                    return attribute(*args, **kwargs)
+                except grpc.RpcError as e:
+                    if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise LabError(f"lost the chief at {self.role.address} for {self.wait:g} s; restart it with "
+                                       "the same command, then this worker (same KERASTUNER_TUNER_ID) to continue "
+                                       "its trial.") from None
+                    time.sleep(1)
+
+        return call
+
+
+class _heartbeat:
+    """While a worker trains, a call to the chief every HEARTBEAT_S, so the chief knows it is alive."""
+
+    def __init__(self, client):
+        self.client, self.stop = client, threading.Event()
+
+    def __enter__(self):
+        def beat():
+            while not self.stop.wait(HEARTBEAT_S):
+                try:
+                    self.client.get_space()
+                except Exception:  # the chief is gone or restarting; the worker's own calls will say so
+                    pass
+
+        threading.Thread(target=beat, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
 
 
 def _prepare(trial_dir: Path, settings: dict, parent_dir: Path | None) -> bool:

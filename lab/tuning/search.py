@@ -23,6 +23,7 @@ from lab.records.results import load_results
 from lab.reports.comparison import compare_runs
 from lab.run.backend import BACKENDS, get_backend
 from lab.run.reuse import ensure_run
+from lab.tuning import cluster
 from lab.tuning.space import Constraint, SearchSpace, overrides_of, trial_settings
 from lab.tuning.trials import CSV_FILE, PROJECT, SUMMARY_FILE, best_rows, print_best, summary_markdown
 
@@ -49,6 +50,8 @@ class SearchOptions:
     overwrite: bool = False
     retrain: bool = True
     top: int = 5
+    chief_wait: float = 180.0  # seconds a worker waits for the chief to answer
+    worker_timeout: float = 600.0  # seconds the chief waits without a call from any worker
 
     @property
     def final_epochs(self) -> int:
@@ -79,6 +82,10 @@ def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
     """Search (or continue the search in the same folder), summarise, retrain the best, compare."""
     check_options(opts)
     require_one_device(base)
+    part = cluster.role()
+    if part.kind == "worker" and opts.overwrite:
+        raise LabError("--overwrite is for the chief only: on a worker keras-tuner would delete the whole search "
+                       "folder under the running search; drop it on the workers.")
     base = make_settings({**base.to_dict(), "model": "cnn", "epochs": opts.max_epochs})
     folder = search_folder(base, opts.backend)
     definition = _definition(base, opts)
@@ -88,12 +95,20 @@ def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
     constraint = Constraint(splits.input_shape, splits.num_classes, opts.max_params)
     constraint.check_space(opts.space)
     trial_images = max(1, round(len(splits.train) * opts.trial_fraction))
-    tuner = _make_tuner(base, opts, sample_train(splits, trial_images, base.seed), constraint, folder)
-    write_json_atomic(folder / SEARCH_FILE, definition)
+    if part.kind == "chief":
+        cluster.check_port_free(part)
+    elif part.kind == "worker":
+        cluster.wait_for_chief(part, opts.chief_wait)
+    tuner = _make_tuner(base, opts, sample_train(splits, trial_images, base.seed), constraint, folder, part)
     started = time.monotonic()
+    if part.kind == "worker":
+        tuner.search_until_done()
+        print(f"\nworker {part.tuner_id}: {tuner.trials_run} trial(s) trained; the chief writes the results.")
+        return SearchOutcome(folder, tuner.trials_run, [], search_s=time.monotonic() - started)
+    write_json_atomic(folder / SEARCH_FILE, definition)
     if opts.time_budget:
-        tuner.deadline = started + 60 * opts.time_budget
-    tuner.search_until_done()
+        tuner.set_deadline(started + 60 * opts.time_budget)
+    tuner.search_until_done(opts.worker_timeout)
     rows = tuner.rows()
     tuner.write_csv()
     outcome = SearchOutcome(folder, tuner.trials_run, rows, search_s=time.monotonic() - started)
@@ -119,6 +134,10 @@ def check_options(opts: SearchOptions) -> None:
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}.")
+    for name in ("chief_wait", "worker_timeout"):
+        if getattr(opts, name) <= 0:
+            raise LabError(f"{name.replace('_', '-')} must be a positive number of seconds, "
+                           f"got {getattr(opts, name):g}.")
     if opts.time_budget is not None and opts.time_budget <= 0:
         raise LabError(f"time-budget must be a positive number of minutes, got {opts.time_budget:g}.")
     if not 0 < opts.trial_fraction <= 1:
@@ -147,13 +166,15 @@ def _check_same_search(folder: Path, definition: dict) -> None:
                        "own flags to continue it, add --overwrite to start afresh, or choose another --name.")
 
 
-def _make_tuner(base, opts: SearchOptions, splits, constraint: Constraint, folder: Path) -> LabTuner:
+def _make_tuner(base, opts: SearchOptions, splits, constraint: Constraint, folder: Path,
+                part: cluster.Role) -> LabTuner:
     from lab.tuning.engine import LabTuner, make_oracle  # keras-tuner loads TensorFlow: only once a search starts
 
     backend = get_backend(opts.backend)
     plan = backend.plan_devices(base)
     oracle = make_oracle(opts.tuner, constraint, opts.max_trials, opts.max_epochs, base.seed)
-    return LabTuner(oracle, backend, opts.space, base, splits, plan, opts.patience, folder.parent, opts.overwrite)
+    return LabTuner(oracle, backend, opts.space, base, splits, plan, opts.patience, folder.parent, opts.overwrite,
+                    part, opts.chief_wait)
 
 
 def _announce(outcome: SearchOutcome, stopped_for_time: bool, opts: SearchOptions) -> None:

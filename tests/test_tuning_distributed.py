@@ -1,0 +1,180 @@
+"""One keras-tuner search over several processes, on keras-tuner's own engine: a chief serving the oracle on a
+free port and workers training the trials; faults and bad input. Every process runs in its own session (the
+`spawn` fixture kills what is left), with short waits so that nothing can hang the suite."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import tune_lightning
+from conftest import call_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300
+TINY = ["--dataset", "digits", "--max-epochs", "1", "--no-retrain", "--name", "d", "--blocks", "1-2",
+        "--filters", "8,16", "--dense-units", "16,32", "--batch-size", "64,128", "--chief-wait", "60",
+        "--worker-timeout", "60"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(spawn, backend: str, tuner_id: str, port: int, out: Path, *args) -> subprocess.Popen:
+    env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+           "KERASTUNER_ORACLE_PORT": str(port), "PYTHONPATH": str(ROOT)}
+    return spawn([ROOT / f"tune_{backend}.py", *TINY, "--out", out, *args], cwd=ROOT, env=env,
+                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen) -> str:
+    out, _ = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, out[-3000:]
+    return out
+
+
+def rows(out: Path, backend: str) -> list[dict]:
+    with open(out / "d" / backend / "tuning" / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_search(spawn, backend: str, out: Path, trials: int = 4) -> tuple[str, list[str]]:
+    port = free_port()
+    chief = start(spawn, backend, "chief", port, out, "--max-trials", str(trials))
+    workers = [start(spawn, backend, f"tuner{i}", port, out, "--max-trials", str(trials)) for i in (0, 1)]
+    return finish(chief), [finish(w) for w in workers]
+
+
+def assert_every_trial_once(table: list[dict], trials: int) -> None:
+    assert [r["trial"] for r in table] == [str(i) for i in range(trials)]  # none lost, none twice
+    assert {r["status"] for r in table} == {"COMPLETED"}
+    assert {r["worker"] for r in table} == {"tuner0", "tuner1"}  # each worker ran at least one
+
+
+@pytest.mark.multiprocess
+def test_a_chief_and_two_workers_run_every_trial_once(spawn, tmp_path):
+    chief, workers = run_search(spawn, "lightning", tmp_path)
+    assert_every_trial_once(rows(tmp_path, "lightning"), 4)
+    assert "chief: 4 of 4 trials done" in chief and "## The" in (tmp_path / "d/lightning/tuning/summary.md").read_text()
+    assert all("the chief writes the results" in w for w in workers)
+
+
+@pytest.mark.distributed
+def test_a_keras_search_over_two_workers(spawn, tmp_path):
+    run_search(spawn, "keras", tmp_path)
+    assert_every_trial_once(rows(tmp_path, "keras"), 4)
+
+
+def ongoing(out: Path) -> dict:
+    path = out / "d" / "lightning" / "tuning" / "oracle.json"
+    try:
+        return json.loads(path.read_text())["ongoing_trials"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def wait_for(condition, timeout: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.distributed
+def test_a_worker_killed_mid_trial_gets_its_trial_back(spawn, tmp_path):
+    port, more = free_port(), ("--max-trials", "4", "--max-epochs", "3")
+    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
+    first = start(spawn, "lightning", "tuner0", port, tmp_path, *more)
+    killed = start(spawn, "lightning", "tuner1", port, tmp_path, *more)
+    wait_for(lambda: "tuner1" in ongoing(tmp_path))
+    trial = ongoing(tmp_path)["tuner1"]
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    again = start(spawn, "lightning", "tuner1", port, tmp_path, *more)
+    finish(chief), finish(first), finish(again)
+    table = rows(tmp_path, "lightning")
+    assert_every_trial_once(table, 4)
+    assert {r["trial"]: r["worker"] for r in table}[trial] == "tuner1"
+
+
+@pytest.mark.distributed
+def test_a_restarted_chief_resumes_from_its_saved_oracle(spawn, tmp_path):
+    port, more = free_port(), ("--max-trials", "4", "--max-epochs", "2")
+    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
+    workers = [start(spawn, "lightning", f"tuner{i}", port, tmp_path, *more) for i in (0, 1)]
+    wait_for(lambda: (tmp_path / "d/lightning/tuning/trials.csv").exists())  # a trial has ended
+    os.killpg(chief.pid, signal.SIGKILL)
+    chief.wait()
+    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
+    finish(chief), [finish(w) for w in workers]
+    assert_every_trial_once(rows(tmp_path, "lightning"), 4)
+
+
+@pytest.mark.distributed
+def test_the_chief_gives_up_on_silent_workers(spawn, tmp_path):
+    port = free_port()
+    chief = start(spawn, "lightning", "chief", port, tmp_path, "--max-trials", "4", "--max-epochs", "3",
+                  "--worker-timeout", "15")
+    worker = start(spawn, "lightning", "tuner0", port, tmp_path, "--max-trials", "4", "--max-epochs", "3")
+    wait_for(lambda: "tuner0" in ongoing(tmp_path))
+    os.killpg(worker.pid, signal.SIGKILL)
+    out, _ = chief.communicate(timeout=TIMEOUT_S)
+    assert chief.returncode == 2 and "no worker has called the chief" in out and "Traceback" not in out, out[-2000:]
+
+
+@pytest.mark.distributed
+def test_a_time_budget_is_the_chiefs(spawn, tmp_path):
+    port, more = free_port(), ("--max-trials", "20", "--time-budget", "0.3")
+    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
+    workers = [start(spawn, "lightning", f"tuner{i}", port, tmp_path, *more) for i in (0, 1)]
+    out = finish(chief)
+    [finish(w) for w in workers]
+    assert "The time budget of 0.3 min is spent" in out
+    table = rows(tmp_path, "lightning")
+    assert 0 < len(table) < 20 and {r["status"] for r in table} == {"COMPLETED"}
+
+
+# --- bad input, in this process --------------------------------------------------------------------------------
+
+def _variables(monkeypatch, tuner_id="tuner0", port=None, skip=()):
+    values = {"KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+              "KERASTUNER_ORACLE_PORT": str(port or free_port())}
+    for name, value in values.items():
+        if name in skip:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("setup, extra, message", [
+    (dict(skip=("KERASTUNER_ORACLE_PORT",)), [], "KERASTUNER_ORACLE_PORT is not set"),
+    (dict(skip=("KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")), [], "are not set"),
+    (dict(), ["--chief-wait", "1"], "no chief answered at 127.0.0.1:"),
+    (dict(), ["--overwrite"], "--overwrite is for the chief only"),
+    (dict(), ["--devices", "2", "--accelerator", "cpu"], "one after another on one device"),
+])
+def test_bad_distributed_input_is_one_sentence(setup, extra, message, tmp_path, monkeypatch, capsys):
+    _variables(monkeypatch, **setup)
+    code, _, err = call_main(tune_lightning.main, [*TINY, "--out", str(tmp_path / "runs"), *extra], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and message in lines[0], err[-2000:]
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_a_chief_refuses_a_port_in_use(tmp_path, monkeypatch, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        _variables(monkeypatch, "chief", taken.getsockname()[1])
+        code, _, err = call_main(tune_lightning.main, [*TINY, "--out", str(tmp_path / "runs")], capsys)
+    assert code == 2 and "the chief cannot serve on 127.0.0.1:" in err and "Traceback" not in err, err[-2000:]

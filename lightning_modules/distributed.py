@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+import torch
 from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
@@ -21,8 +22,17 @@ TIMEOUT_VARIABLE = "LAB_DDP_TIMEOUT_S"
 START_METHODS = {"auto": "popen", "ddp": "popen", "ddp_spawn": "spawn"}
 
 
-class AllParametersDDP(DDPStrategy):
-    """DDPStrategy that wraps the model with every parameter registered, frozen ones included."""
+class LabDDP(DDPStrategy):
+    """DDPStrategy whose convolution weights are channels-last, as the networks compute (their input is NHWC): DDP's
+    gradient buckets follow the weights' layout, and would otherwise copy every convolution's gradient (PyTorch
+    warns "Grad strides do not match bucket view strides")."""
+
+    def _setup_model(self, model: nn.Module):
+        return super()._setup_model(model.to(memory_format=torch.channels_last))
+
+
+class AllParametersDDP(LabDDP):
+    """LabDDP that wraps the model with every parameter registered, frozen ones included."""
 
     def _setup_model(self, model: nn.Module):
         frozen = [p for p in model.parameters() if not p.requires_grad]
@@ -44,4 +54,4 @@ def build_strategy(plan: DevicePlan, transfer: bool):
         kwargs["timeout"] = timedelta(seconds=float(os.environ[TIMEOUT_VARIABLE]))
     if transfer:
         return AllParametersDDP(find_unused_parameters=True, **kwargs)
-    return DDPStrategy(**kwargs)
+    return LabDDP(**kwargs)

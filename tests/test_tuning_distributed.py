@@ -214,3 +214,51 @@ def test_the_launcher_refuses_bad_input(argv, message, capsys):
     assert launch(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+# --- the oracle's bookkeeping, in this process ------------------------------------------------------------------
+
+def _oracle(tmp_path, trials=10):
+    from lab.tuning.engine import make_oracle
+    from lab.tuning.space import Constraint, SearchSpace, define
+
+    oracle = make_oracle("random", Constraint((8, 8, 1), 10, None), trials, 2, seed=0)
+    oracle._set_project_dir(str(tmp_path), "p")
+    hp = oracle.get_space()
+    define(hp, SearchSpace())
+    oracle.update_space(hp)
+    return oracle
+
+
+def test_a_worker_that_keeps_coming_back_fails_its_trial_and_gets_another(tmp_path):
+    from lab.tuning.engine import MAX_RESTARTS
+
+    oracle = _oracle(tmp_path)
+    first = oracle.create_trial("tuner1")
+    for _ in range(MAX_RESTARTS):  # killed and restarted: the same trial again
+        assert oracle.create_trial("tuner1").trial_id == first.trial_id
+    other = oracle.create_trial("tuner1")
+    assert other.trial_id != first.trial_id and oracle.trials[first.trial_id].status == "FAILED"
+    assert "came back 3 times" in oracle.trials[first.trial_id].message
+    assert oracle.workers == {first.trial_id: "tuner1", other.trial_id: "tuner1"}
+
+
+def test_too_many_failures_stop_the_search_instead_of_raising_on_the_chief(tmp_path):
+    oracle = _oracle(tmp_path)
+    for _ in range(oracle.max_consecutive_failed_trials):
+        trial = oracle.create_trial("tuner0")
+        trial.status, trial.message = "FAILED", "Traceback...\nValueError: boom"
+        oracle.end_trial(trial)  # keras-tuner raises here, inside the chief's EndTrial
+    assert oracle.failed_out == "ValueError: boom"
+    assert oracle.create_trial("tuner0").status == "STOPPED"
+
+
+def test_past_the_budget_the_oracle_answers_stopped(tmp_path):
+    oracle = _oracle(tmp_path)
+    trial = oracle.create_trial("tuner0")
+    oracle.deadline = time.monotonic() - 1
+    assert oracle.create_trial("tuner0").trial_id == trial.trial_id  # a running trial still runs
+    trial.status = "COMPLETED"
+    oracle.update_trial(trial.trial_id, {"val_acc": 0.5})
+    oracle.end_trial(trial)
+    assert oracle.create_trial("tuner1").status == "STOPPED" and oracle.stopped_for_time

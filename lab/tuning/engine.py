@@ -86,6 +86,7 @@ class _Bookkeeping:
         self.deadline: float | None = None  # time.monotonic() after which no trial should still run
         self.stopped_for_time = False
         self.failed_out: str | None = None
+        self.ended_now = 0  # trials ended since this process started: the search's progress in this session
         self.on_trial_ended: Callable[[], None] | None = None
         self.workers: dict[str, str] = {}
         self.last_contact = time.monotonic()
@@ -131,6 +132,7 @@ class _Bookkeeping:
         if started is not None:
             self._durations.append(time.monotonic() - started)
         super().end_trial(trial)
+        self.ended_now += 1
         if self.on_trial_ended is not None:
             self.on_trial_ended()
 
@@ -187,7 +189,7 @@ class LabTuner(kt.Tuner):
                  directory: Path, overwrite: bool, role: Role = Role("single"), chief_wait: float = 180.0):
         self.backend, self.space, self.base, self.splits, self.plan = backend, space, base, splits, plan
         self.patience, self.role, self.constraint = patience, role, oracle.constraint
-        self.trials_run = 0
+        self._trained = 0
         self._state = oracle  # the oracle itself; a worker's self.oracle becomes keras-tuner's OracleClient
         super().__init__(oracle, hypermodel=partial(define, space=space), directory=str(directory),
                          project_name=PROJECT, overwrite=overwrite)
@@ -195,6 +197,11 @@ class LabTuner(kt.Tuner):
             self.oracle = _Reconnecting(self.oracle, role, chief_wait)
         else:
             oracle.on_trial_ended = self.write_csv
+
+    @property
+    def trials_run(self) -> int:
+        """Trials run in this session: by this worker, or (one process, chief) by the whole search."""
+        return self._trained if self.role.kind == "worker" else self._state.ended_now
 
     @property
     def stopped_for_time(self) -> bool:
@@ -212,7 +219,7 @@ class LabTuner(kt.Tuner):
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         parent = values.get("tuner/trial_id")
         resume = _prepare(trial_dir, settings.to_dict(), Path(self.get_trial_dir(parent)) if parent else None)
-        self.trials_run += 1
+        self._trained += 1
         trained = self.backend.train(settings, self.splits, trial_dir, self.plan, resume, patience=self.patience)
         metrics = trial_metrics(_history(trial_dir), values.get("tuner/initial_epoch", 0), trained.params.total)
         self.backend.log_extras(trial_dir, 0, {}, overrides_of(values),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("tune_keras.py", "tune_lightning.py")
+READY = "ready, waiting for the chief"  # a worker's line once it can take trials (lab.tuning.cluster.READY)
 
 
 class Refusal(Exception):
@@ -81,9 +82,10 @@ def _launch(args, command: list[str], gpus: list[str]) -> int:
     processes: list[subprocess.Popen] = []
     try:
         print(f"launch_search: chief on {args.ip}:{port}; {args.workers} worker(s), output in {logs}", flush=True)
-        for i in range(args.workers):  # first: they wait for the chief, and all start asking together
+        for i in range(args.workers):  # first: once all are ready, they ask the chief together
             env = {**base, "KERASTUNER_TUNER_ID": f"tuner{i}", **_placement(i, gpus, threads)}
             processes.append(_start(script, env, logs / f"tuner{i}.log"))
+        _wait_ready(processes, [logs / f"tuner{i}.log" for i in range(args.workers)])
         chief = _start(script, {**base, "KERASTUNER_TUNER_ID": "chief"}, None)
         processes.append(chief)
         code = chief.wait()
@@ -116,6 +118,16 @@ def _start(script: list[str], env: dict, log: Path | None) -> subprocess.Popen:
     finally:
         if out:
             out.close()
+
+
+def _wait_ready(workers: list[subprocess.Popen], logs: list[Path], timeout: float = 120) -> None:
+    """Until every worker has loaded its data and waits for the chief (or has ended, or `timeout`), so that no
+    worker still starting misses the first trials."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(w.poll() is not None or READY in log.read_text(errors="replace") for w, log in zip(workers, logs)):
+            return
+        time.sleep(0.2)
 
 
 def _wait_workers(workers: list[subprocess.Popen], logs: Path, grace: float = 60) -> None:

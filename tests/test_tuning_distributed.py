@@ -16,6 +16,7 @@ import pytest
 
 import tune_lightning
 from conftest import call_main
+from lab.tuning.cluster import READY
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -31,16 +32,30 @@ def free_port() -> int:
 
 
 def start(spawn, backend: str, tuner_id: str, port: int, out: Path, *args) -> subprocess.Popen:
+    """A chief or worker process; its output goes to a file beside `out`, read by finish() and ready()."""
     env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
            "KERASTUNER_ORACLE_PORT": str(port), "PYTHONPATH": str(ROOT)}
-    return spawn([ROOT / f"tune_{backend}.py", *TINY, "--out", out, *args], cwd=ROOT, env=env,
-                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = out.parent / f"{out.name}-{tuner_id}-{time.monotonic_ns()}.log"
+    with open(log, "w") as sink:
+        process = spawn([ROOT / f"tune_{backend}.py", *TINY, "--out", out, *args], cwd=ROOT, env=env,
+                        stdout=sink, stderr=subprocess.STDOUT)
+    process.log = log
+    return process
+
+
+def output(process) -> str:
+    return process.log.read_text(errors="replace")
 
 
 def finish(process: subprocess.Popen) -> str:
-    out, _ = process.communicate(timeout=TIMEOUT_S)
-    assert process.returncode == 0, out[-3000:]
-    return out
+    process.wait(timeout=TIMEOUT_S)
+    assert process.returncode == 0, output(process)[-3000:]
+    return output(process)
+
+
+def ready(workers: list) -> None:
+    """Until every worker has loaded its data and waits for the chief: none misses the first trials."""
+    wait_for(lambda: all(READY in output(w) for w in workers))
 
 
 def rows(out: Path, backend: str) -> list[dict]:
@@ -50,8 +65,8 @@ def rows(out: Path, backend: str) -> list[dict]:
 
 def run_search(spawn, backend: str, out: Path, trials: int = 4, *more) -> tuple[str, list[str]]:
     port, more = free_port(), ("--max-trials", str(trials), *more)
-    # the workers first: they wait for the chief, so both are ready when it is, and each gets a trial
     workers = [start(spawn, backend, f"tuner{i}", port, out, *more) for i in (0, 1)]
+    ready(workers)
     chief = start(spawn, backend, "chief", port, out, *more)
     return finish(chief), [finish(w) for w in workers]
 
@@ -105,9 +120,10 @@ def wait_for(condition, timeout: float = TIMEOUT_S) -> None:
 @pytest.mark.distributed
 def test_a_worker_killed_mid_trial_gets_its_trial_back(spawn, tmp_path):
     port, more = free_port(), ("--max-trials", "4", "--max-epochs", "3")
-    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
     first = start(spawn, "lightning", "tuner0", port, tmp_path, *more)
     killed = start(spawn, "lightning", "tuner1", port, tmp_path, *more)
+    ready([first, killed])
+    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
     wait_for(lambda: "tuner1" in ongoing(tmp_path))
     trial = ongoing(tmp_path)["tuner1"]
     os.killpg(killed.pid, signal.SIGKILL)
@@ -122,8 +138,9 @@ def test_a_worker_killed_mid_trial_gets_its_trial_back(spawn, tmp_path):
 @pytest.mark.distributed
 def test_a_restarted_chief_resumes_from_its_saved_oracle(spawn, tmp_path):
     port, more = free_port(), ("--max-trials", "4", "--max-epochs", "2")
-    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
     workers = [start(spawn, "lightning", f"tuner{i}", port, tmp_path, *more) for i in (0, 1)]
+    ready(workers)
+    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
     wait_for(lambda: (tmp_path / "d/lightning/tuning/trials.csv").exists())  # a trial has ended
     os.killpg(chief.pid, signal.SIGKILL)
     chief.wait()
@@ -140,7 +157,8 @@ def test_the_chief_gives_up_on_silent_workers(spawn, tmp_path):
     worker = start(spawn, "lightning", "tuner0", port, tmp_path, "--max-trials", "4", "--max-epochs", "3")
     wait_for(lambda: "tuner0" in ongoing(tmp_path))
     os.killpg(worker.pid, signal.SIGKILL)
-    out, _ = chief.communicate(timeout=TIMEOUT_S)
+    chief.wait(timeout=TIMEOUT_S)
+    out = output(chief)
     assert chief.returncode == 2 and "no worker has called the chief" in out and "Traceback" not in out, out[-2000:]
 
 
@@ -197,7 +215,8 @@ def test_the_launcher_starts_a_chief_and_workers_and_ends_with_them(spawn, tmp_p
     process = spawn([ROOT / "scripts" / "launch_search.py", "--workers", "2", "--log-dir", tmp_path / "logs", "--",
                      "tune_lightning.py", *TINY, "--max-trials", "4", "--out", tmp_path], cwd=ROOT,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = finish(process)
+    out, _ = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 0, out[-3000:]
     assert "chief: 4 of 4 trials done" in out
     assert_every_trial_once(rows(tmp_path, "lightning"), 4)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["tuner0.log", "tuner1.log"]

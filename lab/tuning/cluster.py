@@ -16,6 +16,7 @@ from lab.errors import LabError
 
 VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 SINGLE_ID = "tuner0"  # keras-tuner's ID for the one process of an undistributed search
+READY = "ready, waiting for the chief"  # what a worker prints once it can take trials
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ def wait_for_chief(r: Role, seconds: float) -> None:
     """LabError when no chief answers at the address within `seconds` (keras-tuner itself waits an hour)."""
     import grpc
 
-    channel = grpc.insecure_channel(r.address)
+    # gRPC backs off up to minutes between attempts; short backoffs let every waiting worker see the chief at once
+    channel = grpc.insecure_channel(r.address, options=[("grpc.initial_reconnect_backoff_ms", 200),
+                                                        ("grpc.min_reconnect_backoff_ms", 200),
+                                                        ("grpc.max_reconnect_backoff_ms", 1000)])
     try:
         grpc.channel_ready_future(channel).result(timeout=seconds)
     except grpc.FutureTimeoutError:

@@ -227,9 +227,11 @@ class LabTuner(kt.Tuner):
         return metrics
 
     def save(self):
-        """As keras-tuner's, but atomic (see _AtomicSaves); only the process holding the oracle saves it."""
-        if self.role.kind != "worker":
-            self._state.save()
+        """As keras-tuner's, but atomic (see _AtomicSaves), and only where the oracle lives: a worker writes
+        nothing but its trial folders."""
+        if self.role.kind == "worker":
+            return
+        self._state.save()
         write_text_atomic(self._get_tuner_fname(), json.dumps(self.get_state()))
 
     def rows(self) -> list[dict]:

@@ -98,6 +98,21 @@ def steady(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
+def interleaved_rounds(rounds: int, groups: list[str], ways: dict, run: Callable, line: Callable) -> dict:
+    """Every way of every group, `rounds` times, the ways in reverse order every other round, so that a slow or
+    quiet spell of a shared machine falls on both: {group: {way: [run(group, ways[way]) of each round]}}.
+    line(result) ends the line printed after each run."""
+    results = {group: {way: [] for way in ways} for group in groups}
+    for round_ in range(rounds):
+        order = list(ways) if round_ % 2 == 0 else list(reversed(ways))
+        for group in groups:
+            for way in order:
+                result = run(group, ways[way])
+                results[group][way].append(result)
+                print(f"round {round_ + 1}: {group}: {way}: " + line(result), flush=True)
+    return results
+
+
 def benchmark_parser(module: str, doc: str) -> LabArgumentParser:
     """A benchmark's parser: `python -m bench.<module>` in its usage, the docstring's first line as its
     description, and bad flags reported as every command of the project reports them (one line, exit code 2)."""

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, SHARED_CIFAR, benchmark_parser, run_benchmark
+from bench.common import REPO, SHARED_CIFAR, benchmark_parser, interleaved_rounds, run_benchmark
 from lab.errors import LabError
 
 MODELS = ("first_cnn", "cifar_cnn")
@@ -66,21 +66,16 @@ def main(argv: list[str] | None = None) -> int | None:
     args = parser.parse_args(argv)
     models = check_args(args)
     started = time.perf_counter()
-    runs = {model: {way: [] for way in WAYS} for model in models}
-    for round_ in range(args.rounds):
-        ways = list(WAYS) if round_ % 2 == 0 else list(reversed(WAYS))
-        for model in models:
-            for way in ways:
-                run = one_run(args, model, WAYS[way])
-                runs[model][way].append(run)
-                print(f"round {round_ + 1}: {model}: {way}: {run['images_per_s']:,.0f} images/s, steady epoch "
-                      f"{run['steady_epoch_s']:.2f} s (epochs " + ", ".join(f"{t:.2f}" for t in run["epoch_s"])
-                      + f" s), test {run['accuracy']:.2%}, threads {run['threads']}, {run['wall_s']:.0f} s wall, "
-                      f"load {run['load'][0]:.1f} -> {run['load'][1]:.1f}",
-                      flush=True)
+    runs = interleaved_rounds(args.rounds, models, WAYS, lambda model, way: one_run(args, model, way), describe)
     print_table(args, runs)
     print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
     return None
+
+
+def describe(run: dict) -> str:
+    return (f"{run['images_per_s']:,.0f} images/s, steady epoch {run['steady_epoch_s']:.2f} s (epochs "
+            + ", ".join(f"{t:.2f}" for t in run["epoch_s"]) + f" s), test {run['accuracy']:.2%}, threads "
+            f"{run['threads']}, {run['wall_s']:.0f} s wall, load {run['load'][0]:.1f} -> {run['load'][1]:.1f}")
 
 
 def check_args(args) -> list[str]:

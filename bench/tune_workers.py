@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.common import REPO, benchmark_parser, run_benchmark
+from bench.common import REPO, benchmark_parser, interleaved_rounds, run_benchmark
 from bench.tune import SPACE
 from lab.errors import LabError
 
@@ -77,22 +77,19 @@ def main(argv: list[str] | None = None) -> int | None:
     backends, gpus = check_args(args)
     ways = make_ways(args, gpus)
     started = time.perf_counter()
-    runs = {backend: {way: [] for way in ways} for backend in backends}
-    for round_ in range(args.rounds):
-        order = list(ways) if round_ % 2 == 0 else list(reversed(ways))
-        for backend in backends:
-            for way in order:
-                run = one_search(args, backend, ways[way])
-                runs[backend][way].append(run)
-                print(f"round {round_ + 1}: {backend}: {way}: {run['completed']} of {run['rows']} trials completed "
-                      f"({workers_text(run['per_worker'])}), {run['wall_s']:.0f} s wall, "
-                      f"{per_min(run, 'wall_s'):.2f} trials/min; chief's search {seconds(run['search_s'])}"
-                      + (f" (it says {run['chief_min']:g} min)" if run["chief_min"] is not None else "") + ", "
-                      f"trials' span {seconds(run['span_s'])}; load {run['load'][0]:.1f} -> {run['load'][1]:.1f}",
-                      flush=True)
+    runs = interleaved_rounds(args.rounds, backends, ways, lambda backend, way: one_search(args, backend, way),
+                              describe)
     print_table(args, ways, runs)
     print(f"\nbenchmark wall time: {time.perf_counter() - started:.0f} s")
     return None
+
+
+def describe(run: dict) -> str:
+    return (f"{run['completed']} of {run['rows']} trials completed ({workers_text(run['per_worker'])}), "
+            f"{run['wall_s']:.0f} s wall, {per_min(run, 'wall_s'):.2f} trials/min; chief's search "
+            f"{seconds(run['search_s'])}" + (f" (it says {run['chief_min']:g} min)" if run["chief_min"] is not None
+                                             else "")
+            + f", trials' span {seconds(run['span_s'])}; load {run['load'][0]:.1f} -> {run['load'][1]:.1f}")
 
 
 def check_args(args) -> tuple[list[str], list[str]]:

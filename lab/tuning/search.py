@@ -98,6 +98,8 @@ def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
     if part.kind == "chief":
         cluster.check_port_free(part)
     elif part.kind == "worker":
+        import lab.tuning.engine  # noqa: F401  keras-tuner and TensorFlow loaded: ready the moment the chief answers
+
         print(f"worker {part.tuner_id}: {cluster.READY} at {part.address}", flush=True)
         cluster.wait_for_chief(part, opts.chief_wait)
     tuner = _make_tuner(base, opts, sample_train(splits, trial_images, base.seed), constraint, folder, part)

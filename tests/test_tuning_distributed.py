@@ -232,8 +232,10 @@ def test_the_launcher_starts_a_chief_and_workers_and_ends_with_them(spawn, tmp_p
     (["--gpus", ",", "--", "tune_keras.py"], "--gpus must list GPU indices"),
 ])
 def test_the_launcher_refuses_bad_input(argv, message, capsys):
+    from scripts.launch_search import READY as LAUNCHER_READY
     from scripts.launch_search import main as launch
 
+    assert LAUNCHER_READY == READY  # the launcher keeps its own copy: it imports nothing of the lab
     assert launch(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1

@@ -243,12 +243,15 @@ def test_the_launcher_refuses_bad_input(argv, message, capsys):
 
 # --- the oracle's bookkeeping, in this process ------------------------------------------------------------------
 
-def _oracle(tmp_path, trials=10):
+def _oracle(tmp_path, trials=10, reloaded_by=None):
     from lab.tuning.engine import make_oracle
     from lab.tuning.space import Constraint, SearchSpace, define
 
     oracle = make_oracle("random", Constraint((8, 8, 1), 10, None), trials, 2, seed=0)
     oracle._set_project_dir(str(tmp_path), "p")
+    if reloaded_by:
+        oracle.keeps_running_trials = reloaded_by == "chief"
+        oracle.reload()
     hp = oracle.get_space()
     define(hp, SearchSpace())
     oracle.update_space(hp)
@@ -266,6 +269,28 @@ def test_a_worker_that_keeps_coming_back_fails_its_trial_and_gets_another(tmp_pa
     assert other.trial_id != first.trial_id and oracle.trials[first.trial_id].status == "FAILED"
     assert "came back 3 times" in oracle.trials[first.trial_id].message
     assert oracle.workers == {first.trial_id: "tuner1", other.trial_id: "tuner1"}
+
+
+def test_a_restarted_chief_keeps_its_workers_running_trials(tmp_path):
+    oracle = _oracle(tmp_path)
+    running = {worker: oracle.create_trial(worker) for worker in ("tuner0", "tuner1")}  # then the chief is killed
+    restarted = _oracle(tmp_path, reloaded_by="chief")
+    assert restarted.workers == {trial.trial_id: worker for worker, trial in running.items()}
+    assert restarted.create_trial("tuner2").trial_id not in {t.trial_id for t in running.values()}  # no second copy
+    assert restarted.create_trial("tuner1").trial_id == running["tuner1"].trial_id  # a restarted worker's own trial
+    trial = running["tuner0"]  # still training on its worker, which ends it with the restarted chief
+    trial.status = "COMPLETED"
+    restarted.update_trial(trial.trial_id, {"val_acc": 0.5})
+    restarted.end_trial(trial)
+    assert restarted.trials[trial.trial_id].status == "COMPLETED" and "tuner0" not in restarted.ongoing_trials
+
+
+def test_a_resumed_single_process_search_retries_its_interrupted_trial(tmp_path):
+    oracle = _oracle(tmp_path)
+    interrupted = oracle.create_trial("tuner0")
+    resumed = _oracle(tmp_path, reloaded_by="single")
+    assert not resumed.ongoing_trials and resumed.create_trial("tuner0").trial_id == interrupted.trial_id
+    assert resumed._returns[interrupted.trial_id] == 0  # an interruption is not a crash of its worker
 
 
 def test_too_many_failures_stop_the_search_instead_of_raising_on_the_chief(tmp_path):

@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -89,6 +90,8 @@ class _Bookkeeping:
         self.ended_now = 0  # trials ended since this process started: the search's progress in this session
         self.on_trial_ended: Callable[[], None] | None = None
         self.workers: dict[str, str] = {}
+        self.keeps_running_trials = False  # after a reload: True on a chief (see reload)
+        self._running_when_saved: dict = {}
         self.last_contact = time.monotonic()
         self._durations: list[float] = []
         self._started: dict[str, float] = {}
@@ -108,6 +111,7 @@ class _Bookkeeping:
         if trial.status == "RUNNING" and trial.trial_id not in self._started:
             self.workers[trial.trial_id] = tuner_id
             self._started[trial.trial_id] = time.monotonic()
+            self.save()  # keras-tuner saved before its display and our worker map knew the trial
         return trial
 
     def _check_budget(self) -> None:
@@ -128,6 +132,9 @@ class _Bookkeeping:
 
     def end_trial(self, trial):
         self.last_contact = time.monotonic()
+        # keras-tuner's display raises KeyError for a trial it did not see begin (one begun before a chief restart)
+        self._display.trial_start.setdefault(trial.trial_id, datetime.now())
+        self._display.trial_number.setdefault(trial.trial_id, len(self.trials))
         started = self._started.pop(trial.trial_id, None)
         if started is not None:
             self._durations.append(time.monotonic() - started)
@@ -149,6 +156,19 @@ class _Bookkeeping:
     def set_state(self, state):
         super().set_state(state)
         self.workers.update(state.get("workers", {}))
+        self._running_when_saved = dict(self.ongoing_trials)
+
+    def reload(self):
+        """keras-tuner's reload sends the trials that were running to its retry queue, for the next worker to ask.
+        On a chief their workers may still be training them: they stay theirs, so no trial is trained twice, and
+        a worker restarted with its ID gets its own back. (One process resumed: keras-tuner's retry.)"""
+        super().reload()
+        if not self.keeps_running_trials:
+            return
+        for tuner_id, trial in self._running_when_saved.items():
+            self._retry_queue.remove(trial.trial_id)
+            self.ongoing_trials[tuner_id] = trial
+            self._started[trial.trial_id] = time.monotonic()
 
 
 class RandomOracle(_AtomicSaves, _Bookkeeping, _Feasible, kt.oracles.RandomSearchOracle):
@@ -191,6 +211,7 @@ class LabTuner(kt.Tuner):
         self.patience, self.role, self.constraint = patience, role, oracle.constraint
         self._trained = 0
         self._state = oracle  # the oracle itself; a worker's self.oracle becomes keras-tuner's OracleClient
+        oracle.keeps_running_trials = role.kind == "chief"
         super().__init__(oracle, hypermodel=partial(define, space=space), directory=str(directory),
                          project_name=PROJECT, overwrite=overwrite)
         if role.kind == "worker":

@@ -42,6 +42,12 @@ def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
     args = ["--preset", "quick", "--mnist-dataset", "digits", "--cifar-dataset", "folder", "--data-dir", str(data),
             "--out", str(tmp_path / "lab"), "--backends", backends]
     assert main(args) == 0
+    out = capsys.readouterr().out
+    runs = len(backends.split(",")) * 9  # section 1: 3 runs, 2: 1, 3: 2, 4: 3
+    assert re.findall(r"run (\d+) of (\d+): ", out) == [(str(k), str(runs)) for k in range(1, runs + 1)]
+    assert "run 1 of %d: mnist, first CNN, %s" % (runs, backends.split(",")[0]) in out
+    assert re.search(r"time left: about \d+ s for 1 run\(s\), plus 4 run\(s\) of a kind not timed yet", out) \
+        or len(backends.split(",")) == 2  # one backend: after section 2's CNN, which section 3 reuses
     report = (tmp_path / "lab" / "lab-report.md").read_text()
     for heading in ("### 1.2. First CNN", "### 1.3. Comparison", "### 1.4. Model improvement",
                     "## 2. Convolutional Neural Network on CIFAR10", "## 3. Data augmentation",
@@ -119,3 +125,28 @@ def test_an_interrupted_experiment_is_resumed_and_a_finished_one_reused(backend,
     assert load_results(run_dir)["history"] == finished["history"]
     assert load_results(run_dir)["test"] == finished["test"]
     assert ensure_run(backend, settings) == (run_dir, "reused")
+
+
+def test_the_time_left_comes_from_the_runs_of_each_kind_done_so_far(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from lab.pipeline.progress import LabProgress, Step, left_estimate
+
+    steps = [Step(b, "mnist", key, key) for b in ("keras", "lightning") for key in ("first_cnn", "mlp")]
+    assert left_estimate(steps[1:], {"first_cnn": [60.0]}) == (60.0, 2)  # the mlp runs are not timed yet
+    assert left_estimate(steps[2:], {"first_cnn": [60.0, 30.0], "mlp": [10.0]}) == (55.0, 0)
+    progress = LabProgress(steps, Console(file=io.StringIO(), width=200))
+    reused = make_run_dir(tmp_path, total_s=120.0)
+    progress.begin(steps[0])
+    progress.end(steps[0], "reused", reused)  # counted at its recorded training time, not the instant of reuse
+    assert progress.seconds["first_cnn"] == [120.0]
+    assert "time left: about 2 min for 1 run(s), plus 2 run(s) of a kind not timed yet" in \
+        progress.console.file.getvalue()
+
+
+def make_run_dir(tmp_path, total_s):
+    from test_compare import make_run
+
+    return make_run(tmp_path / "run", "keras", timing={"total_s": total_s})

@@ -11,6 +11,7 @@ from lab.config.machine import machine_info
 from lab.config.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
 from lab.io import write_text_atomic
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
+from lab.pipeline.progress import LabProgress, Step
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part
@@ -66,31 +67,55 @@ def run_lab(args) -> Path:
     data_lines, cifar_classes = _check_data(data, sections)
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
     searches: dict[str, Search] = {}  # section 1.4 per backend
+    progress = LabProgress(lab_steps(backends, sections, preset, data, cifar_classes))
     for backend in in_training_order(backends):
         for section in sections:
             runs[backend][section], search = _run_section(backend, section, preset, data, cifar_classes, common,
-                                                          args.rerun)
+                                                          args.rerun, progress)
             if search is not None:
                 searches[backend] = search
     return write_report(Path(args.out), args.preset, sections, runs, searches, data_lines)
 
 
+TUNED_STEP = ("tuned_cnn", "keras-tuner search and tuned CNN")
+
+
+def lab_steps(backends: list[str], sections: list[str], preset: dict, data: dict, cifar_classes: int) -> list[Step]:
+    """Every run of the lab, in the order run_lab trains them."""
+    steps = []
+    for backend in in_training_order(backends):
+        for section in sections:
+            exps = experiments(section, preset, data["mnist"], data["cifar"], cifar_classes)
+            steps += [Step(backend, section, exp.key, exp.label) for exp in exps]
+            steps += [Step(backend, section, *TUNED_STEP)] if section == "mnist" else []
+    return steps
+
+
 def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_classes: int, common: dict,
-                 rerun: bool) -> tuple[dict[str, Path], Search | None]:
+                 rerun: bool, progress: LabProgress) -> tuple[dict[str, Path], Search | None]:
     """One section's experiments on one backend: (experiment key -> run folder, section 1.4's search)."""
     done: dict[str, Path] = {}
     for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes):
         weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
         name = f"{exp.key}-{exp.settings['dataset']}"
         settings = make_settings({**exp.settings, **common, **weights, "name": name})
+        step = Step(backend, section, exp.key, exp.label)
+        progress.begin(step)
         done[exp.key], what = ensure_run(backend, settings, rerun)
-        print(f"[{section}] {exp.label} on {backend}: {what} -> {done[exp.key]}", flush=True)
+        _ended(progress, step, what, done[exp.key])
     if section != "mnist":
         return done, None
     baseline = {**first_cnn(preset, data["mnist"]), **common}
+    step = Step(backend, section, *TUNED_STEP)
+    progress.begin(step)
     search, done["tuned_cnn"], what = tuned_run(backend, baseline, preset, rerun)
-    print(f"[mnist] tuned CNN on {backend}: {what} -> {done['tuned_cnn']}", flush=True)
+    _ended(progress, step, what, done["tuned_cnn"])
     return done, search
+
+
+def _ended(progress: LabProgress, step: Step, what: str, run_dir: Path) -> None:
+    print(f"[{step.section}] {step.label} on {step.backend}: {what} -> {run_dir}", flush=True)
+    progress.end(step, what, run_dir)
 
 
 def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],

@@ -16,8 +16,8 @@ import shutil
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Callable

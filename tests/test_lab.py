@@ -50,6 +50,8 @@ def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
     assert "class0, class1" in report and "class2, class3" in report
     assert "| X |" not in report and "TODO" not in report and "nan" not in report
     assert "`digits`" in report and "`folder`" in report
+    assert report.count("Trained again with seed 1") == len(backends.split(","))  # the run-to-run spread
+    assert "Best validation epoch" in report and "run-to-run spread" in report
     for link in re.findall(r'<img src="([^"]+)"', report):
         assert (tmp_path / "lab" / link).is_file(), link
     capsys.readouterr()

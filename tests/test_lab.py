@@ -43,7 +43,7 @@ def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
             "--out", str(tmp_path / "lab"), "--backends", backends]
     assert main(args) == 0
     out = capsys.readouterr().out
-    runs = len(backends.split(",")) * 9  # section 1: 3 runs, 2: 1, 3: 2, 4: 3
+    runs = len(backends.split(",")) * 10  # section 1: 4 runs (a second seed), 2: 1, 3: 2, 4: 3
     assert re.findall(r"run (\d+) of (\d+): ", out) == [(str(k), str(runs)) for k in range(1, runs + 1)]
     assert "run 1 of %d: mnist, first CNN, %s" % (runs, backends.split(",")[0]) in out
     assert re.search(r"time left: about \d+ s for 1 run\(s\), plus 4 run\(s\) of a kind not timed yet", out) \
@@ -56,6 +56,8 @@ def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
     assert "class0, class1" in report and "class2, class3" in report
     assert "| X |" not in report and "TODO" not in report and "nan" not in report
     assert "`digits`" in report and "`folder`" in report
+    assert report.count("Trained again with seed 1") == len(backends.split(","))  # the run-to-run spread
+    assert "Best validation epoch" in report and "run-to-run spread" in report
     for link in re.findall(r'<img src="([^"]+)"', report):
         assert (tmp_path / "lab" / link).is_file(), link
     capsys.readouterr()

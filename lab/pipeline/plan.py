@@ -34,6 +34,11 @@ class Experiment:
     label: str  # as the report names it, e.g. "first CNN"
     settings: dict = field(default_factory=dict)
     weights_from: str | None = None  # the key of an earlier experiment whose run (same backend) gives --weights
+    seed_offset: int = 0  # added to the lab's --seed: 1 for the run that measures the run-to-run spread
+
+
+# The first CNN again with seed + 1, everything else the same: the run-to-run spread the comparisons judge by.
+SPREAD_KEY = "first_cnn_next_seed"
 
 
 def describe_preset(name: str) -> str:
@@ -62,13 +67,16 @@ def parse_sections(text: str) -> list[str]:
     return [name for name in SECTIONS.values() if name in chosen]
 
 
-def experiments(section: str, preset: dict, mnist: dict, cifar: dict, cifar_classes: int = 10) -> list[Experiment]:
+def experiments(section: str, preset: dict, mnist: dict, cifar: dict, cifar_classes: int = 10,
+                spread: bool = True) -> list[Experiment]:
     """The runs a section needs, as settings overrides (dataset settings included). Section 1.4's tuned
-    model is not among them: it comes out of the search (lab.pipeline.tuned)."""
+    model is not among them: it comes out of the search (lab.pipeline.tuned). spread adds the first CNN
+    with the next seed to section 1."""
     if section == "mnist":
         cnn = first_cnn(preset, mnist)
+        again = [Experiment(SPREAD_KEY, "first CNN, next seed", cnn, seed_offset=1)] if spread else []
         return [Experiment("first_cnn", "first CNN", cnn),
-                Experiment("mlp", "MLP baseline", {**cnn, "model": "mlp", "hidden": 128, "layers": 2})]
+                Experiment("mlp", "MLP baseline", {**cnn, "model": "mlp", "hidden": 128, "layers": 2}), *again]
     cifar_cnn = {**cifar, "model": "cifar_cnn", "epochs": preset["cifar_epochs"], "batch_size": 64,
                  "train_images": preset["cifar_train_images"],
                  "width": preset["width"], "depth": preset["depth"], "dense_units": preset["dense_units"]}

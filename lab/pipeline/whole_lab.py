@@ -15,7 +15,7 @@ from lab.pipeline.progress import LabProgress, Step
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part
-from lab.pipeline.writeup import BACKEND_TITLES, header, section_heading
+from lab.pipeline.writeup import BACKEND_TITLES, header, lab_spread, section_heading
 from lab.run.backend import in_training_order, parse_backends
 from lab.run.reuse import ensure_run
 
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/lab", help="folder of the lab's runs and report (default runs/lab)")
     p.add_argument("--seed", type=int, default=0, help="random seed of every run")
     p.add_argument("--rerun", action="store_true", help="run every experiment again instead of reusing it")
+    p.add_argument("--no-spread-seed", dest="spread_seed", action="store_false",
+                   help="skip the first CNN's second run with seed+1 (one run per backend), which measures the "
+                        "run-to-run spread; the comparisons then say the spread is unknown")
     p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="auto, cpu or gpu, for both backends")
     p.add_argument("--gpus", type=int, help="number of GPUs for both backends; 0 means the CPU")
     p.add_argument("--devices", default="auto",
@@ -67,11 +70,11 @@ def run_lab(args) -> Path:
     data_lines, cifar_classes = _check_data(data, sections)
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
     searches: dict[str, Search] = {}  # section 1.4 per backend
-    progress = LabProgress(lab_steps(backends, sections, preset, data, cifar_classes))
+    progress = LabProgress(lab_steps(backends, sections, preset, data, cifar_classes, args.spread_seed))
     for backend in in_training_order(backends):
         for section in sections:
             runs[backend][section], search = _run_section(backend, section, preset, data, cifar_classes, common,
-                                                          args.rerun, progress)
+                                                          args.rerun, args.spread_seed, progress)
             if search is not None:
                 searches[backend] = search
     return write_report(Path(args.out), args.preset, sections, runs, searches, data_lines)
@@ -80,25 +83,27 @@ def run_lab(args) -> Path:
 TUNED_STEP = ("tuned_cnn", "keras-tuner search and tuned CNN")
 
 
-def lab_steps(backends: list[str], sections: list[str], preset: dict, data: dict, cifar_classes: int) -> list[Step]:
+def lab_steps(backends: list[str], sections: list[str], preset: dict, data: dict, cifar_classes: int,
+              spread: bool) -> list[Step]:
     """Every run of the lab, in the order run_lab trains them."""
     steps = []
     for backend in in_training_order(backends):
         for section in sections:
-            exps = experiments(section, preset, data["mnist"], data["cifar"], cifar_classes)
+            exps = experiments(section, preset, data["mnist"], data["cifar"], cifar_classes, spread)
             steps += [Step(backend, section, exp.key, exp.label) for exp in exps]
             steps += [Step(backend, section, *TUNED_STEP)] if section == "mnist" else []
     return steps
 
 
 def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_classes: int, common: dict,
-                 rerun: bool, progress: LabProgress) -> tuple[dict[str, Path], Search | None]:
+                 rerun: bool, spread: bool, progress: LabProgress) -> tuple[dict[str, Path], Search | None]:
     """One section's experiments on one backend: (experiment key -> run folder, section 1.4's search)."""
     done: dict[str, Path] = {}
-    for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes):
+    for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes, spread):
         weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
         name = f"{exp.key}-{exp.settings['dataset']}"
-        settings = make_settings({**exp.settings, **common, **weights, "name": name})
+        seed = {"seed": common["seed"] + exp.seed_offset}
+        settings = make_settings({**exp.settings, **common, **weights, **seed, "name": name})
         step = Step(backend, section, exp.key, exp.label)
         progress.begin(step)
         done[exp.key], what = ensure_run(backend, settings, rerun)
@@ -121,14 +126,15 @@ def _ended(progress: LabProgress, step: Step, what: str, run_dir: Path) -> None:
 def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],
                  data_lines: list[str]) -> Path:
     lines = header(machine_info(), preset, data_lines)
+    spread = lab_spread(runs)
     for backend in runs:
         lines += [f"# {BACKEND_TITLES[backend]}", ""]
         for number, section in enumerate(SECTIONS.values(), start=1):
             if section in sections:
-                part = RENDERERS[section](backend, runs[backend][section], out, searches.get(backend))
+                part = RENDERERS[section](backend, runs[backend][section], out, searches.get(backend), spread)
                 lines += [section_heading(number, section), "", *part, "", "<br><br>", ""]
     if len(runs) == 2:
-        lines += versus_part(runs, sections, out)
+        lines += versus_part(runs, sections, out, spread)
     return write_text_atomic(out / REPORT_NAME, "\n".join(lines) + "\n")
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from lab.config.machine import describe
-from lab.pipeline.plan import TITLES, describe_preset
+from lab.pipeline.plan import SPREAD_KEY, TITLES, describe_preset
 from lab.records.results import PREDICTIONS_FILE, load_results
-from lab.reports.analysis import worst_classified
+from lab.reports import commentary
+from lab.reports.analysis import confusion_counts, worst_classified
+from lab.reports.commentary import Spread, seed_spread
 from lab.reports.comparison import compare_runs, run_row
 from lab.reports.report import FIGURES_DIR, markdown_table, run_sections
 
@@ -25,8 +27,9 @@ def run_block(run_dir: Path, report_dir: Path, heading: str = "####") -> list[st
     results = load_results(run_dir)
     saved = np.load(run_dir / PREDICTIONS_FILE)
     worst = worst_classified(saved["probs"], saved["labels"], k=10)
+    counts = confusion_counts(saved["probs"], saved["labels"], len(results["class_names"]))
     figures = {p.stem: rel(p, report_dir) for p in (run_dir / FIGURES_DIR).glob("*.png")}
-    return run_sections(results, worst, len(saved["labels"]), results["class_names"], figures, heading)
+    return run_sections(results, worst, len(saved["labels"]), results["class_names"], figures, heading, counts)
 
 
 def comparison_table(rows: list[tuple[str, dict]], with_gap: bool = False) -> str:
@@ -45,14 +48,46 @@ def rows_for(labelled_runs: list[tuple[str, Path]]) -> list[tuple[str, dict]]:
     return [(label, run_row(run_dir, load_results(run_dir))) for label, run_dir in labelled_runs]
 
 
-def versus_sentence(name: str, mine: dict, other_name: str, other: dict) -> str:
-    """One sentence comparing two runs, with the numbers from the runs."""
-    gap = mine["accuracy"] - other["accuracy"]
-    ratio = mine["time_s"] / other["time_s"] if other["time_s"] else float("nan")
-    better = "higher" if gap >= 0 else "lower"
-    return (f"The {name} reaches {mine['accuracy']:.2f}% test accuracy, {abs(gap):.2f} points {better} than the "
-            f"{other_name} ({other['accuracy']:.2f}%), and trains in {ratio:.2f}x its time "
-            f"({mine['time_s']:.2f}s against {other['time_s']:.2f}s).")
+def versus_sentence(name: str, mine: dict, other_name: str, other: dict, spread: Spread | None = None) -> str:
+    """One sentence comparing two runs (comparison rows), with the numbers from the runs; name and
+    other_name without their article, e.g. "first CNN"."""
+    return commentary.versus_sentence(f"the {name}", mine, f"the {other_name}", other, spread)
+
+
+def seed_pairs(runs: dict) -> dict[str, tuple[dict, dict]]:
+    """backend -> (the first CNN's results, those of its run with the next seed), where the lab has both."""
+    pairs = {}
+    for backend, sections in runs.items():
+        mnist = sections.get("mnist", {})
+        if "first_cnn" in mnist and SPREAD_KEY in mnist:
+            pairs[backend] = (load_results(mnist["first_cnn"]), load_results(mnist[SPREAD_KEY]))
+    return pairs
+
+
+def lab_spread(runs: dict) -> Spread | None:
+    """The lab's run-to-run spread: the largest change of test accuracy, over the backends, that the next seed
+    makes to the first CNN (lab.reports.commentary.seed_spread); None without those runs (--no-spread-seed,
+    or section 1 not run). The seed also draws the validation split (and the test split of a dataset without an
+    official test set), so this spread includes the data's sampling: larger, so more cautious, than the noise of
+    two models compared at one seed."""
+    pairs = seed_pairs(runs)
+    if not pairs:
+        return None
+    first, _ = next(iter(pairs.values()))
+    n_test = (first.get("split_sizes") or {}).get("test")
+    points = seed_spread([(100 * a["test"]["accuracy"], 100 * b["test"]["accuracy"]) for a, b in pairs.values()],
+                         n_test)
+    seed = first["hyperparameters"]["seed"]
+    backends = " and ".join(BACKEND_TITLES.get(b, b) for b in pairs)
+    return Spread(points, f"the first CNN's largest change from seed {seed} to {seed + 1} on {backends}"
+                          + (", one test image at least" if n_test else ""))
+
+
+def same_test_set(run_a: Path, run_b: Path) -> bool:
+    """Whether two runs were tested on the same images, as far as their saved labels tell (a seed draws the test
+    split of a dataset without an official test set)."""
+    a, b = (np.load(run / PREDICTIONS_FILE)["labels"] for run in (run_a, run_b))
+    return np.array_equal(a, b)
 
 
 def curves_figure(runs: list[Path], report_dir: Path, name: str) -> str:

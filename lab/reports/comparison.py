@@ -12,6 +12,7 @@ from lab.errors import LabError
 from lab.io import write_text_atomic
 from lab.records.results import RESULTS_FILE, find_runs, load_results
 from lab.reports import plots
+from lab.reports.commentary import ranking_comment, train_val_gap
 from lab.reports.report import REPORT_FILE, markdown_table
 
 MARKDOWN_FILE, CSV_FILE, CURVES_FILE = "comparison.md", "comparison.csv", "comparison_val_curves.png"
@@ -73,14 +74,6 @@ def run_row(run_dir: Path, results: dict) -> dict:
                        "rerun that experiment or leave that folder out.") from None
 
 
-def train_val_gap(history: list[dict]) -> float | None:
-    """Last epoch's training minus validation accuracy, in percentage points (None if not recorded)."""
-    last = history[-1] if history else {}
-    if last.get("train/acc") is None or last.get("val/acc") is None:
-        return None
-    return 100 * (float(last["train/acc"]) - float(last["val/acc"]))
-
-
 def format_gap(gap: float | None, unit: str = "") -> str:
     return "-" if gap is None else f"{gap:+.2f}{unit}"
 
@@ -95,12 +88,16 @@ def markdown(rows: list[dict], out_dir: Path, mixed: bool) -> str:
         return markdown_table(MD_COLUMNS, [(r["model"], r["backend"], f"{r['accuracy']:.2f}%", f"{r['time_s']:.2f}s",
                                             r["epochs"], f"{r['params']:,}", r["dataset"], r["experiment"],
                                             _link(r["run_dir"], out_dir), format_gap(r["gap"], " pp")) for r in group])
+    def comment(group):  # one run each: the spread is unknown, and the sentence says so
+        text = ranking_comment([(f"{r['experiment']} / {r['backend']} ({r['run_dir'].name})", r) for r in group])
+        return ["", text] if text else []
     lines = [f"# Comparison of {len(rows)} runs", ""]
     if not mixed:
-        return "\n".join(lines + [table(rows)]) + "\n"
+        return "\n".join(lines + [table(rows), *comment(rows)]) + "\n"
     lines += ["**Mixed datasets**: accuracies compare only within one dataset's table.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        lines += [f"## Dataset: {dataset}", "", table([r for r in rows if r["dataset"] == dataset]), ""]
+        group = [r for r in rows if r["dataset"] == dataset]
+        lines += [f"## Dataset: {dataset}", "", table(group), *comment(group), ""]
     return "\n".join(lines)
 
 

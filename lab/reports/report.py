@@ -8,7 +8,7 @@ import numpy as np
 from datamodules.batching import epoch_order
 from lab.config.machine import describe
 from lab.io import write_text_atomic
-from lab.reports import plots
+from lab.reports import commentary, plots
 from lab.reports.analysis import WorstImage, confusion_counts, worst_classified
 from lab.specs import augmentation
 
@@ -119,28 +119,31 @@ def worst_section(worst: list[WorstImage], n_test: int, class_names, figure: str
     lines = [WORST_DEFINITION, ""]
     if len(worst) < 10:
         lines += [f"Only {len(worst)} test images were misclassified; all are listed.", ""]
-    lines += [worst_table(worst, class_names), "", "<br>", ""]
+    lines += [worst_table(worst, class_names), "", commentary.worst_comment(worst, class_names), "", "<br>", ""]
     return lines + [f'<img src="{figure}" />']
 
 
-def render_report(results: dict, worst: list[WorstImage], n_test: int, class_names, figures: dict[str, str]) -> str:
+def render_report(results: dict, worst: list[WorstImage], n_test: int, class_names, figures: dict[str, str],
+                  counts: np.ndarray | None = None) -> str:
     """report.md text; figures maps a figure name to its path relative to the run folder."""
     lines = [f"# {results['experiment']} ({results['backend']})", "",
              f"Machine: {describe(results['machine'])}", "",
-             *run_sections(results, worst, n_test, class_names, figures)]
+             *run_sections(results, worst, n_test, class_names, figures, counts=counts)]
     return "\n".join(lines) + "\n"
 
 
 def run_sections(results: dict, worst: list[WorstImage], n_test: int, class_names, figures: dict[str, str],
-                 heading: str = "####") -> list[str]:
+                 heading: str = "####", counts: np.ndarray | None = None) -> list[str]:
     """The body of a run's report: results table, curves, confusion matrix, worst images (and augmented
-    images); figures maps a figure name to its path relative to where the text will be."""
+    images), each commented from the data (lab.reports.commentary; the confusion matrix when its counts are
+    given); figures maps a figure name to its path relative to where the text will be."""
+    confusion = [] if counts is None else [commentary.confusion_comment(counts, class_names), ""]
     lines = [f"{heading} Hyperparameters & Results", "", hyperparameters_table(results), "",
              *summary_lines(results), "", "<br>", "", *transfer_section(results.get("extra") or {}, heading),
              f"{heading} Loss and Accuracy Plot", "", f'<img src="{figures["curves"]}" height="300" />', "",
-             "<br>", "",
+             commentary.curves_comment(results["history"]), "", "<br>", "",
              f"{heading} Confusion matrix", "", f'<img src="{figures["confusion_matrix"]}" height="300" />', "",
-             "<br>", "",
+             *confusion, "<br>", "",
              f"{heading} {min(len(worst), 10) or 10} worst classified images", "",
              *worst_section(worst, n_test, class_names, figures.get("worst10"))]
     if "augmented" in figures:
@@ -160,10 +163,10 @@ def write_run_outputs(run_dir, results: dict, probs: np.ndarray, labels: np.ndar
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     title = f"{results['experiment']} ({results['backend']})"
     worst = worst_classified(probs, labels, k=10)
+    counts = confusion_counts(probs, labels, len(class_names))
     boundary = (results.get("extra") or {}).get("phase_boundary_epoch")
     figures = {"curves": plots.curves_figure(results["history"], title, boundary),
-               "confusion_matrix": plots.confusion_figure(confusion_counts(probs, labels, len(class_names)),
-                                                          class_names, title)}
+               "confusion_matrix": plots.confusion_figure(counts, class_names, title)}
     if worst:
         figures["worst10"] = plots.worst_figure(images, worst, class_names)
     else:  # a rewrite of the same run must not leave an older grid behind
@@ -172,7 +175,8 @@ def write_run_outputs(run_dir, results: dict, probs: np.ndarray, labels: np.ndar
     if (run_dir / AUGMENTED_FIGURE).is_file():
         arrays["augmented"] = plots.png_to_array(run_dir / AUGMENTED_FIGURE)
     relative = {name: f"{FIGURES_DIR}/{name}.png" for name in arrays}
-    write_text_atomic(run_dir / REPORT_FILE, render_report(results, worst, len(labels), class_names, relative))
+    write_text_atomic(run_dir / REPORT_FILE, render_report(results, worst, len(labels), class_names, relative,
+                                                                  counts))
     return arrays
 
 

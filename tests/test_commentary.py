@@ -92,6 +92,18 @@ def test_curves_comment_names_the_epochs():
     assert "Overfitting cannot show in 2 epochs: it needs" in c.curves_comment(history([1.0, 1.2]))
 
 
+
+def test_the_augmentation_lesson_follows_the_curves():
+    spread = c.Spread(0.5, "seeds")
+    underfit, overfit = history([1.0, 0.8, 0.6]), history([1.0, 0.8, 0.6, 0.65, 0.7])
+    early = c.augmentation_lesson(underfit, underfit, -1.5, spread)
+    assert early.startswith("The lesson cannot show yet") and "after 3 epochs" in early
+    assert "train-validation gap is 37.00 points" in early  # 90% train against 53% validation at the last epoch
+    assert c.augmentation_lesson(overfit, overfit, 2.0, spread).startswith("Augmentation pays off here: +2.00")
+    later = c.augmentation_lesson(overfit, overfit, 0.3, spread)
+    assert later.startswith("The model without augmentation overfits from epoch 4") and "+0.30 points" in later
+    assert "(unknown here)" in c.augmentation_lesson(overfit, overfit, 0.3, None)
+
 # --- the worst images ---------------------------------------------------------------------------------------
 
 def test_worst_ten_grouped_by_true_and_predicted_class():

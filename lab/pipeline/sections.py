@@ -14,7 +14,7 @@ from lab.pipeline.writeup import (
     versus_sentence,
 )
 from lab.records.results import load_results
-from lab.reports.commentary import gap_comment, seed_comment
+from lab.reports.commentary import augmentation_lesson, gap_comment, seed_comment
 from lab.tuning.trials import CSV_FILE, SUMMARY_FILE, best_table, trial_counts
 
 
@@ -63,7 +63,9 @@ def augmentation(backend: str, runs: dict[str, Path], report_dir: Path, search=N
              comparison_table([plain, augmented], with_gap=True), "",
              versus_sentence("augmented model", augmented[1], "model without augmentation", plain[1], spread),
              gap_comment("the augmented model", augmented[1]["gap"], "the model without augmentation",
-                         plain[1]["gap"]), "",
+                         plain[1]["gap"]),
+             augmentation_lesson(*(load_results(runs[k])["history"] for k in ("cifar_cnn", "cifar_cnn_augmented")),
+                                 augmented[1]["accuracy"] - plain[1]["accuracy"], spread), "",
              curves_figure([runs["cifar_cnn"], runs["cifar_cnn_augmented"]], report_dir, f"{backend}-augmentation")]
     grid = runs["cifar_cnn_augmented"] / "figures" / "augmented.png"
     if grid.is_file():

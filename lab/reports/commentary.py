@@ -265,6 +265,25 @@ def gap_comment(name: str, mine: float | None, other_name: str, other: float | N
                                          "points."))
 
 
+def augmentation_lesson(plain: list[dict], augmented: list[dict], gain: float, spread: Spread | None) -> str:
+    """What the augmentation section shows, read from the curves: augmentation fights overfitting, so where the
+    model trained without it does not overfit yet, the section cannot show it, and says why with the figures.
+    `gain`: augmented minus plain test accuracy, in points."""
+    beyond = spread is not None and gain > spread.points
+    onset, gap = overfitting_onset(plain), train_val_gap(plain)
+    gap_text = "" if gap is None else f" and its train-validation gap is {gap:.2f} points"
+    if beyond:
+        return f"Augmentation pays off here: {gain:+.2f} test accuracy points, beyond the run-to-run spread."
+    if onset is None:
+        return (f"The lesson cannot show yet: augmentation fights overfitting, and after {len(plain)} epochs the "
+                "model without it does not overfit (its validation loss has not risen while its training loss "
+                f"fell){gap_text}; harder, augmented batches only slow a model that is still underfitting. "
+                "Train longer (`--preset full`) to see augmentation narrow the gap.")
+    return (f"The model without augmentation overfits from epoch {onset[0]}{gap_text}, yet augmentation gains "
+            f"{gain:+.2f} points, not beyond the run-to-run spread"
+            + ("" if spread else " (unknown here)") + ": a few more epochs would tell whether it closes the gap.")
+
+
 def seed_comment(name: str, seed: int, accuracy: float, next_accuracy: float, same_test_set: bool) -> str:
     """The second-seed run of a model, against the first. The seed also draws the validation split, and the test
     split where a dataset has no official test set (same_test_set False)."""

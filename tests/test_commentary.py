@@ -213,3 +213,14 @@ def test_the_lab_measures_its_spread_with_a_second_seed(tmp_path):
     assert "The 2.00-point difference is beyond the run-to-run spread of 1.20 points" in text
     assert f"{SPREAD_KEY}: Keras is more accurate than PyTorch Lightning: 96.50% against 96.20%" in text
     assert "The 0.30-point difference is within noise" in text
+
+
+def test_a_lesson_shows_only_beyond_the_spread():
+    spread = c.Spread(0.5, "seeds")
+    assert c.lesson_comment("the gain from transfer", 2.0, spread, "x") == \
+        "The gain from transfer shows here: +2.00 points, beyond the run-to-run spread."
+    assert c.lesson_comment("the gain from transfer", 0.4, spread, "use fewer images") == (
+        "The gain from transfer does not show in this run (+0.40 points, within the run-to-run spread of 0.50): "
+        "use fewer images.")
+    assert "(-1.00 points): more" in c.lesson_comment("the search's improvement", -1.0, spread, "more")
+    assert "(+2.00 points, and the run-to-run spread is unknown)" in c.lesson_comment("it", 2.0, None, "more")

@@ -1,5 +1,6 @@
 """run_lab.py end to end on tiny data: every section, both backends, one complete report, work reused."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,46 @@ def make_run_dir(tmp_path, total_s):
     from test_compare import make_run
 
     return make_run(tmp_path / "run", "keras", timing={"total_s": total_s})
+
+
+# --- the quick preset shows each section's lesson (slow: real data, minutes) -----------------------------------
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _accuracy(out: Path, experiment: str, backend: str) -> float:
+    (results,) = (out / experiment / backend).glob(f"*/{RESULTS_FILE}")
+    return 100 * load_results(results.parent)["test"]["accuracy"]
+
+
+def _gains(out: Path, dataset: str, pairs) -> dict:
+    return {(backend, better): _accuracy(out, f"{better}-{dataset}", backend)
+            - _accuracy(out, f"{worse}-{dataset}", backend)
+            for backend in ("keras", "lightning") for better, worse in pairs}
+
+
+@pytest.mark.slow  # section 1 of `make demo`, both backends: 5 minutes on two cores
+def test_on_the_digits_the_quick_search_beats_the_first_cnn_by_a_point(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["--preset", "quick", "--mnist-dataset", "digits", "--sections", "1", "--out", str(out)]) == 0
+    gains = _gains(out, "digits", [("tuned_cnn", "first_cnn")])
+    assert all(gain >= 1.0 for gain in gains.values()), gains
+
+
+@pytest.mark.slow  # the whole quick lab on real data: 20 minutes on two cores
+def test_on_real_data_the_quick_lab_shows_its_lessons_or_says_why_not(tmp_path):
+    if not SHARED_CIFAR.is_file() or not FASHION.is_dir():
+        pytest.skip("the shared CIFAR-10 JPEGs or Debian's Fashion-MNIST are absent")
+    out = tmp_path / "lab"
+    assert main(["--preset", "quick", "--mnist-dataset", "fashion_mnist", "--mnist-data-dir", str(FASHION),
+                 "--cifar-dataset", "folder", "--cifar-data-dir", str(SHARED_CIFAR), "--out", str(out)]) == 0
+    report = (out / "lab-report.md").read_text()
+    gains = {**_gains(out, "fashion_mnist", [("tuned_cnn", "first_cnn")]),
+             **_gains(out, "folder", [("fine_tuned", "from_scratch"), ("cifar_cnn_augmented", "cifar_cnn")])}
+    print(gains)
+    said = {"tuned_cnn": ("The search's improvement does not show in this run",),
+            "fine_tuned": ("The gain from transfer does not show in this run",),
+            "cifar_cnn_augmented": ("The lesson cannot show yet", "a few more epochs would tell")}
+    for (backend, experiment), gain in gains.items():
+        assert gain >= 1.0 or any(text in report for text in said[experiment]), (backend, experiment, gain)

@@ -14,7 +14,7 @@ from lab.pipeline.writeup import (
     versus_sentence,
 )
 from lab.records.results import load_results
-from lab.reports.commentary import augmentation_lesson, gap_comment, seed_comment
+from lab.reports.commentary import augmentation_lesson, gap_comment, lesson_comment, seed_comment
 from lab.tuning.trials import CSV_FILE, SUMMARY_FILE, best_table, trial_counts
 
 
@@ -47,7 +47,9 @@ def improvement(backend: str, runs: dict[str, Path], report_dir: Path, search, s
             f"trials ({links}). Search space (model `cnn`): {search.space}.", "",
             best_table(search.rows, 5), "",
             "The best configuration retrained on all the training images, as long as the first CNN:", "",
-            comparison_table([cnn, tuned]), "", versus_sentence("tuned CNN", tuned[1], "first CNN", cnn[1], spread), "",
+            comparison_table([cnn, tuned]), "", versus_sentence("tuned CNN", tuned[1], "first CNN", cnn[1], spread),
+            lesson_comment("the search's improvement", tuned[1]["accuracy"] - cnn[1]["accuracy"], spread,
+                           "a longer search (more trials, more epochs each) would tell more"), "",
             curves_figure([runs["first_cnn"], runs["tuned_cnn"]], report_dir, f"{backend}-mnist-tuned"), ""]
 
 
@@ -84,7 +86,10 @@ def transfer(backend: str, runs: dict[str, Path], report_dir: Path, search=None,
             f"on the other classes ({second}) in two ways at the same budget: fine-tuned from the pretrained weights "
             "(a new head trained on the frozen network, then every layer), or from random initialisation.", "",
             comparison_table([pretrained, tuned, scratch]), "",
-            versus_sentence("fine-tuned model", tuned[1], "model trained from scratch", scratch[1], spread), "",
+            versus_sentence("fine-tuned model", tuned[1], "model trained from scratch", scratch[1], spread),
+            lesson_comment("the gain from transfer", tuned[1]["accuracy"] - scratch[1]["accuracy"], spread,
+                           "transfer pays most on a small target set, where training from scratch has too few images"),
+            "",
             curves_figure([runs["fine_tuned"], runs["from_scratch"]], report_dir, f"{backend}-transfer"), "",
             *run_block(runs["fine_tuned"], report_dir)]
 

@@ -265,6 +265,16 @@ def gap_comment(name: str, mine: float | None, other_name: str, other: float | N
                                          "points."))
 
 
+def lesson_comment(lesson: str, gain: float, spread: Spread | None, remedy: str) -> str:
+    """Whether a section's lesson (e.g. "the search's improvement") shows in this run, with the figures;
+    `gain` in points, `remedy` what would show it where it does not."""
+    if spread is not None and gain > spread.points:
+        return f"{lesson[:1].upper() + lesson[1:]} shows here: {gain:+.2f} points, beyond the run-to-run spread."
+    why = (f"{gain:+.2f} points, within the run-to-run spread of {spread.points:.2f}" if spread is not None and gain > 0
+           else f"{gain:+.2f} points" + (", and the run-to-run spread is unknown" if spread is None else ""))
+    return f"{lesson[:1].upper() + lesson[1:]} does not show in this run ({why}): {remedy}."
+
+
 def augmentation_lesson(plain: list[dict], augmented: list[dict], gain: float, spread: Spread | None) -> str:
     """What the augmentation section shows, read from the curves: augmentation fights overfitting, so where the
     model trained without it does not overfit yet, the section cannot show it, and says why with the figures.

@@ -8,13 +8,22 @@ from datamodules import load_splits
 from lab.cli import run_command
 from lab.config.devices import require_one_device
 from lab.config.machine import machine_info
-from lab.config.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
+from lab.config.settings import (
+    ACCELERATORS,
+    HELP,
+    PRECISIONS,
+    TEST_WEIGHTS,
+    LabArgumentParser,
+    add_progress_flag,
+    make_settings,
+)
 from lab.io import write_text_atomic
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part
 from lab.pipeline.writeup import BACKEND_TITLES, header, section_heading
+from lab.progress import progress
 from lab.run.backend import in_training_order, parse_backends
 from lab.run.reuse import ensure_run
 
@@ -44,15 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default="auto",
                    help="'auto', or one device: the lab trains its runs one after another on one device")
     p.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision for both backends")
+    p.add_argument("--test-weights", choices=TEST_WEIGHTS, default="last",
+                   help=f"every run: {HELP['test_weights']} (default: last)")
+    add_progress_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code, report = run_command(lambda: run_lab(args), "run the same command again to continue where the lab stopped.")
+    code, report = run_command(lambda: _with_progress(args),
+                               "run the same command again to continue where the lab stopped.")
     if report is not None:
         print(f"\nlab report: {report}")
     return code
+
+
+def _with_progress(args) -> Path:
+    with progress(args.progress):
+        return run_lab(args)
 
 
 def run_lab(args) -> Path:
@@ -61,7 +79,7 @@ def run_lab(args) -> Path:
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir}}
     common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
-              "devices": args.devices, "precision": args.precision}
+              "devices": args.devices, "precision": args.precision, "test_weights": args.test_weights}
     require_one_device(make_settings(common))
     data_lines, cifar_classes = _check_data(data, sections)
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}

@@ -19,11 +19,13 @@ from lab.config.settings import (
     HELP,
     ExperimentSettings,
     LabArgumentParser,
+    add_progress_flag,
     load_yaml,
     make_settings,
     parse_bool,
 )
 from lab.errors import LabError
+from lab.progress import progress
 from lab.records.results import load_results
 from lab.reports.comparison import compare_runs, format_gap, run_row
 from lab.run.backend import parse_backends
@@ -35,7 +37,8 @@ from lab.specs.models import model_spec
 PASSED = {"dataset": str, "data_dir": str, "model": str, "epochs": int, "batch_size": int, "width": int,
           "depth": int, "dense_units": int, "dropout": float, "optimizer": str, "lr": float, "seed": int,
           "flip": parse_bool, "crop_pad": int, "rotate": float, "color_jitter": float, "cutout": int,
-          "save_augmented": parse_bool, "accelerator": str, "gpus": int, "devices": str, "precision": str}
+          "save_augmented": parse_bool, "test_weights": str, "accelerator": str, "gpus": int, "devices": str,
+          "precision": str}
 TOOL_DEFAULTS = {"model": "cifar_cnn", "flip": True, "crop_pad": 4}
 AUGMENTATION_OFF = {"flip": False, "crop_pad": 0, "rotate": 0.0, "color_jitter": 0.0, "cutout": 0,
                     "save_augmented": False}
@@ -51,6 +54,7 @@ def build_parser() -> LabArgumentParser:
         default = TOOL_DEFAULTS.get(name, getattr(defaults, name))
         text = HELP[name] + ("" if default is None else f" (default: {default})")
         parser.add_argument("--" + name.replace("_", "-"), type=kind, choices=CHOICES.get(name), help=text)
+    add_progress_flag(parser)
     add_comparison_flags(parser)
     parser.add_argument("--out", default="runs/augment", help="root folder of the runs and the comparison "
                                                               "(default: runs/augment)")
@@ -97,7 +101,8 @@ def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
     args = build_parser().parse_args(argv)
     backends, experiment, settings_pair = plan(args)
     check_shapes(settings_pair[1])
-    run_dirs = run_each(backends, settings_pair, args.rerun)
+    with progress(getattr(args, "progress", None)):
+        run_dirs = run_each(backends, settings_pair, args.rerun)
     return run_dirs, compare_runs(run_dirs, Path(args.out) / "comparisons" / f"{experiment}-augment")
 
 

@@ -23,11 +23,13 @@ from lab.cli import run_command
 from lab.config.settings import (
     ExperimentSettings,
     LabArgumentParser,
+    add_progress_flag,
     add_setting_flags,
     make_settings,
     settings_from_args,
 )
 from lab.errors import LabError
+from lab.progress import progress
 from lab.run.backend import parse_backends
 from lab.run.reuse import add_comparison_flags, run_each
 from lab.specs.phases import is_pretrained
@@ -39,6 +41,7 @@ def build_parser() -> LabArgumentParser:
                                argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", help="YAML file of settings (flags given on the command line win)")
     add_setting_flags(parser, [f.name for f in fields(ExperimentSettings)])
+    add_progress_flag(parser)
     add_comparison_flags(parser)
     return parser
 
@@ -46,7 +49,7 @@ def build_parser() -> LabArgumentParser:
 def plan(args: argparse.Namespace) -> tuple[list[str], str, list[ExperimentSettings]]:
     """The backends, the experiment name, and the settings of the pretrained and the from-scratch runs."""
     backends = parse_backends(args.backends)
-    flags = {k: v for k, v in vars(args).items() if k not in ("backends", "rerun")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("backends", "rerun", "progress")}
     base = settings_from_args(argparse.Namespace(**flags))
     if not is_pretrained(base):
         raise LabError("give --weights (imagenet, a weights file or an earlier run) for the pretrained side; "
@@ -80,7 +83,8 @@ def compare(argv: list[str] | None = None) -> tuple[list[Path], dict]:
 
     args = build_parser().parse_args(argv)
     backends, experiment, runs = plan(args)
-    run_dirs = run_each(backends, runs, args.rerun)
+    with progress(getattr(args, "progress", None)):
+        run_dirs = run_each(backends, runs, args.rerun)
     return run_dirs, compare_runs(run_dirs, Path(runs[0].out) / "comparisons" / f"{experiment}-transfer")
 
 

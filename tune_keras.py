@@ -7,15 +7,16 @@ import argparse
 import sys
 
 from lab.cli import run_command
-from lab.config.settings import LabArgumentParser, add_setting_flags, make_settings
+from lab.config.settings import LabArgumentParser, add_progress_flag, add_setting_flags, make_settings
+from lab.progress import progress
 from lab.run.backend import BACKENDS
 from lab.tuning.search import TUNERS, SearchOptions, run_search
 from lab.tuning.space import HELP as SPACE_HELP
 from lab.tuning.space import NAMES as SPACE_NAMES
 from lab.tuning.space import SearchSpace, parse_space
 
-SETTINGS = ("dataset", "data_dir", "classes", "seed", "val_fraction", "out", "accelerator", "gpus", "devices",
-            "precision")
+SETTINGS = ("dataset", "data_dir", "classes", "seed", "val_fraction", "test_weights", "out", "accelerator", "gpus",
+            "devices", "precision")
 DEFAULTS = SearchOptions()
 
 
@@ -69,6 +70,7 @@ def build_parser(prog: str, backend: str) -> LabArgumentParser:
                            help=f"{SPACE_HELP[name]} (default: {shown})")
     data = parser.add_argument_group("data, output and devices")
     add_setting_flags(data, list(SETTINGS))
+    add_progress_flag(data)
     data.add_argument("--name", help="name of the search (default: tune-<dataset>)")
     return parser
 
@@ -86,9 +88,14 @@ def options(args: argparse.Namespace) -> tuple:
 def main(argv: list[str] | None = None, backend: str = "keras") -> int:
     prog = "tune_lightning.py" if backend == "lightning" else "tune_keras.py"
     args = build_parser(prog, backend).parse_args(argv)
-    code, _ = run_command(lambda: run_search(*options(args)),
+    code, _ = run_command(lambda: _search(args),
                           "the finished trials are saved; run the same command to continue the search.")
     return code
+
+
+def _search(args: argparse.Namespace):
+    with progress(getattr(args, "progress", None)):
+        return run_search(*options(args))
 
 
 if __name__ == "__main__":

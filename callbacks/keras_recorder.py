@@ -1,8 +1,10 @@
 """Keras callback: times epochs and records their metrics (lab.records.recording), writes them to
-TensorBoard with the epoch as step, under the tags the Lightning side uses."""
+TensorBoard with the epoch as step, under the tags the Lightning side uses, and prints the epoch's line
+when the progress mode asks for one (lab.progress)."""
 from __future__ import annotations
 
 from lab.frameworks import keras, tf
+from lab.progress import print_epoch
 from lab.records.recording import EPOCH_TAGS, RunRecord
 
 # Keras log names -> the shared tags.
@@ -10,9 +12,9 @@ KERAS_LOGS = {"train/loss": "loss", "train/acc": "acc", "val/loss": "val_loss", 
 
 
 class KerasRecorder(keras.callbacks.Callback):
-    def __init__(self, record: RunRecord, writer: tf.summary.SummaryWriter):
+    def __init__(self, record: RunRecord, writer: tf.summary.SummaryWriter, epochs: int):
         super().__init__()
-        self.record, self.writer = record, writer
+        self.record, self.writer, self.epochs = record, writer, epochs
 
     def on_epoch_begin(self, epoch, logs=None):
         self.record.start_epoch()
@@ -24,3 +26,4 @@ class KerasRecorder(keras.callbacks.Callback):
             for tag in EPOCH_TAGS:
                 tf.summary.scalar(tag, row[tag], step=row["epoch"])
         self.writer.flush()
+        print_epoch(row, self.epochs)

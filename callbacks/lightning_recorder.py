@@ -1,16 +1,18 @@
 """Lightning callback: times epochs and records their metrics (lab.records.recording), writes them to
-TensorBoard with the epoch as step, under the tags the Keras side uses."""
+TensorBoard with the epoch as step, under the tags the Keras side uses, and prints the epoch's line when
+the progress mode asks for one (lab.progress)."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
 
+from lab.progress import print_epoch
 from lab.records.recording import EPOCH_TAGS, RunRecord
 
 
 class LightningRecorder(pl.Callback):
-    def __init__(self, record: RunRecord):
-        self.record = record
+    def __init__(self, record: RunRecord, epochs: int):
+        self.record, self.epochs = record, epochs
 
     def on_train_start(self, trainer, pl_module):
         self.record.restore(epochs_done=trainer.current_epoch)
@@ -31,6 +33,8 @@ class LightningRecorder(pl.Callback):
             for tag in EPOCH_TAGS:
                 trainer.logger.experiment.add_scalar(tag, row[tag], row["epoch"])
             trainer.logger.experiment.flush()
+        if trainer.is_global_zero:
+            print_epoch(row, self.epochs)
 
 
 def synchronize(trainer) -> None:

@@ -24,6 +24,7 @@ from lab.config.devices import DevicePlan, plan_devices
 from lab.config.launch import Launch, detect
 from lab.errors import LabError
 from lab.frameworks import keras, tf
+from lab.progress import progress_mode
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR
 from lab.reports.report import save_augmented_grid
@@ -34,6 +35,7 @@ from lab.specs.weight_sources import head_status, resolve_weights
 from lab.specs.zoo import BACKBONES, is_backbone
 
 POLICIES = {"32": "float32", "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
+BEST_FILE = "best.keras"
 
 
 class KerasBackend:
@@ -115,11 +117,20 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
             set_trainable(parts, phase)
             compile_model(model, settings.optimizer, phase.lr)
         _fit(model, settings, splits, phase, max(done, phase.start), plan.world_size,
-             _callbacks(record, writer, run_dir / CHECKPOINTS_DIR) + extra)
+             _callbacks(record, writer, run_dir / CHECKPOINTS_DIR, phase, phases[-1].end) + extra)
         if log is not None and index < len(phases) - 1:
             log.finish_phase(index, phase_stats(count_params(model), _predict(model, splits), splits.test.labels))
-    return trained(_predict(model, splits), splits.test.labels, count_params(model), record, plan.describe(),
-                   plan.batches(settings.batch_size), log, phases)
+    tested = _best_model(run_dir) if settings.test_weights == "best" else model
+    return trained(_predict(tested, splits), splits.test.labels, count_params(model), record, plan.describe(),
+                   plan.batches(settings.batch_size), settings.test_weights, log, phases)
+
+
+def _best_model(run_dir: Path) -> keras.Model:
+    """The model of the best checkpoint (the best epoch of the last phase), for --test-weights best."""
+    path = run_dir / CHECKPOINTS_DIR / BEST_FILE
+    if not path.is_file():
+        raise LabError(f"{run_dir} has no best checkpoint ({path.name}) to test; run with --test-weights last.")
+    return keras.models.load_model(path, safe_mode=True)
 
 
 def _early_stopping(patience: int | None) -> list:
@@ -158,6 +169,7 @@ def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: 
         train_dataset(splits.train, settings.batch_size, settings.seed, first, phase.end,
                       augment=build_augment(settings, splits.input_shape[:2]), replicas=replicas),
         epochs=phase.end, initial_epoch=first, shuffle=False,  # the pipeline shuffles
+        verbose=1 if progress_mode() == "bar" else 0,  # else KerasRecorder prints one line per epoch, or nothing
         steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size, replicas),
         validation_data=eval_dataset(splits.val), callbacks=callbacks,
     )
@@ -167,11 +179,14 @@ def _predict(model: keras.Model, splits: DataSplits) -> np.ndarray:
     return model.predict(splits.test.images, batch_size=EVAL_BATCH_SIZE, verbose=0)
 
 
-def _callbacks(record: RunRecord, writer, checkpoints: Path) -> list[keras.callbacks.Callback]:
-    best_so_far = max((row["val/acc"] for row in record.history), default=None)
+def _callbacks(record: RunRecord, writer, checkpoints: Path, phase: Phase,
+               epochs: int) -> list[keras.callbacks.Callback]:
+    """A phase's callbacks. Its best checkpoint replaces the earlier phases' (each phase's starts afresh), so
+    that of a transfer run holds the best epoch of its last phase, as callbacks.lightning_checkpoint's."""
+    best_so_far = max((row["val/acc"] for row in record.history if row["epoch"] > phase.start), default=None)
     return [
-        KerasRecorder(record, writer),  # before the checkpoints, so a saved epoch is always recorded
-        keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_acc", mode="max",
+        KerasRecorder(record, writer, epochs),  # before the checkpoints, so a saved epoch is always recorded
+        keras.callbacks.ModelCheckpoint(checkpoints / BEST_FILE, monitor="val_acc", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         LastCheckpoint(checkpoints),
     ]

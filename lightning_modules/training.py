@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from callbacks.lightning_checkpoint import BEST_FILENAME, LastPhaseBest
 from callbacks.lightning_finetuning import PhaseFinetuning
 from callbacks.lightning_progress import ThrottledRichProgressBar
 from callbacks.lightning_recorder import LightningRecorder
@@ -24,6 +25,7 @@ from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.torch_data import ArraysDataModule
 from lab.config.devices import DevicePlan, plan_devices
 from lab.errors import LabError
+from lab.progress import progress_mode
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR
 from lab.reports.report import save_augmented_grid
@@ -96,7 +98,7 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
         callbacks = (*callbacks, EarlyStopping("val/acc", mode="max", patience=patience))
     if settings.save_augmented and writer:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
-    trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, phases[-1].end, callbacks),
+    trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, phases, callbacks),
                          strategy=build_strategy(plan, transfer=tnet is not None))
     with warnings.catch_warnings():
         # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
@@ -107,9 +109,19 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
         if log is not None:
             log.reload()
     device = trainer.strategy.root_device
+    if settings.test_weights == "best" and writer:  # the other ranks' test logits are never used
+        _load_best(module, run_dir)
     return trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
                    record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
-                   plan.batches(settings.batch_size), log, phases)
+                   plan.batches(settings.batch_size), settings.test_weights, log, phases)
+
+
+def _load_best(module: ImageClassifier, run_dir: Path) -> None:
+    """The weights of the best checkpoint (callbacks.lightning_checkpoint), for --test-weights best."""
+    path = run_dir / CHECKPOINTS_DIR / f"{BEST_FILENAME}.ckpt"
+    if not path.is_file():
+        raise LabError(f"{run_dir} has no best checkpoint ({path.name}) to test; run with --test-weights last.")
+    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
 
 
 def _module(settings, splits: DataSplits, run_dir: Path, fresh: bool,
@@ -127,21 +139,21 @@ def _module(settings, splits: DataSplits, run_dir: Path, fresh: bool,
     return module, tnet, log
 
 
-def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, epochs: int,
+def _trainer_args(settings, plan: DevicePlan, run_dir: Path, record: RunRecord, phases: list,
                   extra_callbacks: tuple) -> dict:
-    checkpoints = run_dir / CHECKPOINTS_DIR
+    checkpoints, epochs = run_dir / CHECKPOINTS_DIR, phases[-1].end
+    bar = progress_mode() == "bar"  # else the recorder prints one line per epoch, or nothing
     callbacks = [
-        LightningRecorder(record),  # before the checkpoints, so a saved epoch is always recorded
+        LightningRecorder(record, epochs),  # before the checkpoints, so a saved epoch is always recorded
         # Fixed names, overwritten, never versioned: also when continuing from checkpoints copied from elsewhere.
-        ModelCheckpoint(checkpoints, filename="best", monitor="val/acc", mode="max", save_on_train_epoch_end=True,
-                        enable_version_counter=False),
+        LastPhaseBest(checkpoints, phases[-1].start),
         ModelCheckpoint(checkpoints, filename="last", save_on_train_epoch_end=True, enable_version_counter=False),
-        ThrottledRichProgressBar(),
+        *([ThrottledRichProgressBar()] if bar else []),
         *extra_callbacks,
     ]
     return dict(max_epochs=epochs, accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes,
                 precision=plan.precision, sync_batchnorm=settings.sync_batchnorm, logger=_logger(run_dir),
-                callbacks=callbacks, num_sanity_val_steps=0, enable_model_summary=True,
+                callbacks=callbacks, num_sanity_val_steps=0, enable_model_summary=True, enable_progress_bar=bar,
                 default_root_dir=str(run_dir))
 
 

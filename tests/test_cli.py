@@ -55,6 +55,8 @@ def _assert_one_line_error(code, err, message):
     (["--accelerator", "cpu", "--devices", "2", "--batch-size", "33"], "does not divide over 2 devices"),
     (["--num-nodes", "2"], "--num-nodes"),  # Lightning: needs a launcher; Keras: trains on one machine
     (["--accelerator", "cpu", "--devices", "0,1"], "names GPU indices"),
+    (["--test-weights", "first"], "invalid choice"),
+    (["--progress", "bars"], "invalid choice"),
 ])
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_bad_input(script, args, message, tmp_path, monkeypatch, capsys):
@@ -76,7 +78,7 @@ def test_help_explains_every_flag(script, tmp_path, monkeypatch, capsys):
     for flag in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--filters", "--kernel-size",
                  "--stride", "--padding", "--optimizer", "--lr", "--seed", "--out", "--name", "--config",
                  "--gpus", "--accelerator", "--devices", "--num-nodes", "--strategy", "--sync-batchnorm",
-                 "--precision", "--resume"):
+                 "--precision", "--resume", "--test-weights", "--progress"):
         assert flag in out
 
 

@@ -88,6 +88,7 @@ def test_lightning_ddp_on_two_processes_matches_one(spawn, tmp_path, capsys):
     assert_same_run(run_one, run_two)
     assert results(run_two)["device"] == "cpu x2"
     assert two.stdout.count("test accuracy") == 1  # only rank 0 prints
+    assert two.stdout.count("epoch 1/") == 1 and "\r" not in two.stdout  # one plain line per epoch into a pipe
     assert one.count("test accuracy") == 1
 
 

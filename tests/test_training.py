@@ -42,6 +42,8 @@ def test_trains_on_digits_and_beats_chance(backend, cnn_runs):
     assert set(REQUIRED_FIELDS) <= set(results)
     assert results["backend"] == backend and results["model"] == "first_cnn"
     assert results["epochs_run"] == 2 and [r["epoch"] for r in results["history"]] == [1, 2]
+    assert results["test"]["weights"] == "last" and results["test"]["weights_epoch"] == 2  # the default
+    assert "- Tested weights: the last epoch's (epoch 2)" in (run_dir / "report.md").read_text()
     assert results["timing"]["total_s"] == pytest.approx(sum(results["timing"]["epoch_s"]), abs=0.01)
     assert results["timing"]["images_per_s"] > 0
     assert results["hyperparameters"]["batch_size"] == 32

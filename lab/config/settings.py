@@ -8,6 +8,8 @@ from pathlib import Path
 
 from datamodules.registry import DATASETS
 from lab.errors import LabError, one_line
+from lab.progress import HELP as PROGRESS_HELP
+from lab.progress import MODES as PROGRESS_MODES
 from lab.specs.models import MODELS
 from lab.specs.phases import check_unfreeze
 from lab.specs.zoo import BACKBONE_NAMES, check_image_size, is_backbone
@@ -16,6 +18,9 @@ OPTIMIZERS = ("adam", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
+TEST_WEIGHTS = ("last", "best")
+# Flags of a command, not settings of a run: not saved with it, not part of what makes two runs the same.
+COMMAND_FLAGS = ("config", "resume", "progress")
 
 
 @dataclass
@@ -55,6 +60,7 @@ class ExperimentSettings:
     lr: float = 1e-3
     seed: int = 0
     val_fraction: float = 0.1
+    test_weights: str = "last"
     out: str = "runs"
     name: str | None = None
     accelerator: str = "auto"
@@ -114,6 +120,8 @@ HELP = {
     "lr": "learning rate",
     "seed": "random seed for the split, the batch order and the initial weights",
     "val_fraction": "fraction of the training images held out for validation",
+    "test_weights": "weights the test set is scored with: last (the last epoch's) or best (the checkpoint of the best "
+                    "validation accuracy; of the last phase in a transfer run)",
     "out": "root folder of the runs: results go to OUT/<experiment>/<backend>/version_N",
     "name": "experiment name (default: <model>-<dataset>)",
     "accelerator": "auto (the GPU if there is one), cpu or gpu",
@@ -127,7 +135,7 @@ HELP = {
     "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
-           "strategy": STRATEGIES,
+           "strategy": STRATEGIES, "test_weights": TEST_WEIGHTS,
            "padding": ("valid", "same"), "model": MODELS + BACKBONE_NAMES}
 
 
@@ -146,7 +154,13 @@ def build_parser(prog: str, description: str) -> LabArgumentParser:
                         help="continue an interrupted run from its last checkpoint: the latest run of this "
                              "experiment, or the run folder given")
     add_setting_flags(parser, [f.name for f in fields(ExperimentSettings)])
+    add_progress_flag(parser)
     return parser
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """--progress, for every command that trains (lab.progress decides what it means)."""
+    parser.add_argument("--progress", choices=PROGRESS_MODES, help=PROGRESS_HELP)
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
@@ -194,7 +208,7 @@ def settings_from_args(args: argparse.Namespace) -> ExperimentSettings:
     config = getattr(args, "config", None)
     if config:
         values.update(load_yaml(config))
-    values.update({k: v for k, v in vars(args).items() if k not in ("config", "resume")})
+    values.update({k: v for k, v in vars(args).items() if k not in COMMAND_FLAGS})
     return make_settings(values)
 
 

@@ -8,7 +8,15 @@ from datamodules import load_splits
 from lab.cli import run_command
 from lab.config.devices import require_one_device
 from lab.config.machine import machine_info
-from lab.config.settings import ACCELERATORS, PRECISIONS, LabArgumentParser, make_settings
+from lab.config.settings import (
+    ACCELERATORS,
+    HELP,
+    PRECISIONS,
+    TEST_WEIGHTS,
+    LabArgumentParser,
+    add_progress_flag,
+    make_settings,
+)
 from lab.io import write_text_atomic
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
 from lab.pipeline.progress import LabProgress, Step
@@ -16,6 +24,7 @@ from lab.pipeline.sections import RENDERERS
 from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part
 from lab.pipeline.writeup import BACKEND_TITLES, header, lab_spread, section_heading
+from lab.progress import progress
 from lab.run.backend import in_training_order, parse_backends
 from lab.run.reuse import ensure_run
 
@@ -48,15 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default="auto",
                    help="'auto', or one device: the lab trains its runs one after another on one device")
     p.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision for both backends")
+    p.add_argument("--test-weights", choices=TEST_WEIGHTS, default="last",
+                   help=f"every run: {HELP['test_weights']} (default: last)")
+    add_progress_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code, report = run_command(lambda: run_lab(args), "run the same command again to continue where the lab stopped.")
+    code, report = run_command(lambda: _with_progress(args),
+                               "run the same command again to continue where the lab stopped.")
     if report is not None:
         print(f"\nlab report: {report}")
     return code
+
+
+def _with_progress(args) -> Path:
+    with progress(args.progress):
+        return run_lab(args)
 
 
 def run_lab(args) -> Path:
@@ -65,16 +83,16 @@ def run_lab(args) -> Path:
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir}}
     common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
-              "devices": args.devices, "precision": args.precision}
+              "devices": args.devices, "precision": args.precision, "test_weights": args.test_weights}
     require_one_device(make_settings(common))
     data_lines, cifar_classes = _check_data(data, sections)
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
     searches: dict[str, Search] = {}  # section 1.4 per backend
-    progress = LabProgress(lab_steps(backends, sections, preset, data, cifar_classes, args.spread_seed))
+    tracker = LabProgress(lab_steps(backends, sections, preset, data, cifar_classes, args.spread_seed))
     for backend in in_training_order(backends):
         for section in sections:
             runs[backend][section], search = _run_section(backend, section, preset, data, cifar_classes, common,
-                                                          args.rerun, args.spread_seed, progress)
+                                                          args.rerun, args.spread_seed, tracker)
             if search is not None:
                 searches[backend] = search
     return write_report(Path(args.out), args.preset, sections, runs, searches, data_lines)
@@ -96,7 +114,7 @@ def lab_steps(backends: list[str], sections: list[str], preset: dict, data: dict
 
 
 def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_classes: int, common: dict,
-                 rerun: bool, spread: bool, progress: LabProgress) -> tuple[dict[str, Path], Search | None]:
+                 rerun: bool, spread: bool, tracker: LabProgress) -> tuple[dict[str, Path], Search | None]:
     """One section's experiments on one backend: (experiment key -> run folder, section 1.4's search)."""
     done: dict[str, Path] = {}
     for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes, spread):
@@ -105,22 +123,22 @@ def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_cla
         seed = {"seed": common["seed"] + exp.seed_offset}
         settings = make_settings({**exp.settings, **common, **weights, **seed, "name": name})
         step = Step(backend, section, exp.key, exp.label)
-        progress.begin(step)
+        tracker.begin(step)
         done[exp.key], what = ensure_run(backend, settings, rerun)
-        _ended(progress, step, what, done[exp.key])
+        _ended(tracker, step, what, done[exp.key])
     if section != "mnist":
         return done, None
     baseline = {**first_cnn(preset, data["mnist"]), **common}
     step = Step(backend, section, *TUNED_STEP)
-    progress.begin(step)
+    tracker.begin(step)
     search, done["tuned_cnn"], what = tuned_run(backend, baseline, preset, rerun)
-    _ended(progress, step, what, done["tuned_cnn"])
+    _ended(tracker, step, what, done["tuned_cnn"])
     return done, search
 
 
-def _ended(progress: LabProgress, step: Step, what: str, run_dir: Path) -> None:
+def _ended(tracker: LabProgress, step: Step, what: str, run_dir: Path) -> None:
     print(f"[{step.section}] {step.label} on {step.backend}: {what} -> {run_dir}", flush=True)
-    progress.end(step, what, run_dir)
+    tracker.end(step, what, run_dir)
 
 
 def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],

@@ -18,6 +18,13 @@ EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s")
 RECORD_FILE = "record.json"
 
 
+def best_epoch(history: list[dict], after: int = 0) -> int | None:
+    """The epoch after `after` with the highest val/acc, the first of equals: the one both backends' best
+    checkpoints hold, as they replace it only on a strictly better val/acc."""
+    rows = [r for r in history if r["epoch"] > after]
+    return max(rows, key=lambda r: r["val/acc"])["epoch"] if rows else None
+
+
 class RunRecord:
     """History and timing of one run, persisted after every epoch so a resumed run continues it (by the process
     that writes the run's files: persist=False on the other ranks of a multi-process run)."""

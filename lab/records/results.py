@@ -6,7 +6,8 @@ Fields:
   model, dataset       model name, dataset name; data_source says which files were read
   hyperparameters      every setting of the run (lab.config.settings.ExperimentSettings as a dict)
   params               {"total": int, "trainable": int}
-  test                 {"loss": float, "accuracy": float}   (accuracy micro-averaged, in [0, 1])
+  test                 {"loss": float, "accuracy": float,  (accuracy micro-averaged, in [0, 1])
+                        "weights": "last" | "best", "weights_epoch": int}  (--test-weights: the epoch tested)
   timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s"}
   history              [{"epoch": 1, "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s"}, ...]
   epochs_run           int

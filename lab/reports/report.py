@@ -76,12 +76,26 @@ def summary_lines(results: dict) -> list[str]:
         f"- Dataset: {results['dataset']} ({results['data_source']})",
         f"- Parameters: {params['total']:,} ({params['trainable']:,} trainable)",
         f"- Epochs: {run}" + (f" of {planned} planned" if planned not in (None, run) else ""),
+        *_tested_line(results),
         _devices_line(results),
         f"- Epoch time: first {_num(timing.get('first_epoch_s'), '.2f', 's')}, "
         f"steady {_num(timing.get('steady_epoch_s'), '.2f', 's')}",
         f"- Images per second: {_num(timing.get('images_per_s'), ',.0f')}",
         f"- Finished at: {results['finished_at']}",
     ]
+
+
+def _tested_line(results: dict) -> list[str]:
+    """Which weights scored the test set; runs of earlier versions, tested with the last, did not say."""
+    test = results["test"]
+    if "weights" not in test:
+        return []
+    if test["weights"] == "last":
+        return [f"- Tested weights: the last epoch's (epoch {test['weights_epoch']})"]
+    phases = (results.get("extra") or {}).get("phases") or []
+    of = f" of the {phases[-1]['name']} phase" if len(phases) > 1 else ""
+    return [f"- Tested weights: the best checkpoint's (epoch {test['weights_epoch']}, the highest validation "
+            f"accuracy{of})"]
 
 
 def _devices_line(results: dict) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from lab.errors import LabError
+from lab.records.recording import best_epoch
 from lab.reports.metrics import accuracy
 from lab.specs.phases import PhaseStats
 
@@ -45,6 +46,7 @@ class Trained:
     device: str  # what trained, e.g. "cpu" or "gpu x1 (NVIDIA H200)"
     extra: dict = field(default_factory=dict)  # a transfer run's phases (lab.specs.phases.summarize)
     layout: dict = field(default_factory=dict)  # world size and batches (lab.config.devices.DevicePlan.batches)
+    tested: dict = field(default_factory=dict)  # which weights gave test_logits (tested_weights)
 
 
 class Backend(Protocol):
@@ -74,14 +76,23 @@ def phase_stats(params: ParamCount, test_logits: np.ndarray, labels: np.ndarray)
     return PhaseStats(params.trainable, params.non_trainable, accuracy(test_logits, labels))
 
 
+def tested_weights(test_weights: str, history: list[dict], phases: list[Phase] = ()) -> dict:
+    """results.json's test "weights" (last or best) and "weights_epoch": the last epoch, or the best
+    checkpoint's (lab.records.recording.best_epoch), which holds the best epoch of the last phase."""
+    if test_weights == "best":
+        return {"weights": "best", "weights_epoch": best_epoch(history, phases[-1].start if phases else 0)}
+    return {"weights": "last", "weights_epoch": history[-1]["epoch"] if history else None}
+
+
 def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, record: RunRecord, device: str,
-            layout: dict, log: TransferLog | None = None, phases: list[Phase] = ()) -> Trained:
-    """The Trained a backend returns; a transfer run (its log given) records its last phase first and reports
-    its phases in `extra`."""
+            layout: dict, test_weights: str, log: TransferLog | None = None, phases: list[Phase] = ()) -> Trained:
+    """The Trained a backend returns, test_logits from the `test_weights` (last or best); a transfer run (its
+    log given) records its last phase first and reports its phases in `extra`."""
+    tested = tested_weights(test_weights, record.history, phases)
     if log is None:
-        return Trained(test_logits, params, record, device, layout=layout)
+        return Trained(test_logits, params, record, device, layout=layout, tested=tested)
     log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
-    return Trained(test_logits, params, record, device, log.summary(phases, record.history), layout)
+    return Trained(test_logits, params, record, device, log.summary(phases, record.history), layout, tested)
 
 
 def get_backend(name: str) -> Backend:

@@ -20,6 +20,7 @@ from lab.config.machine import machine_info
 from lab.config.settings import build_parser, make_settings, settings_from_args
 from lab.errors import LabError
 from lab.io import write_bytes_atomic
+from lab.progress import progress
 from lab.records.results import PREDICTIONS_FILE, save_results
 from lab.records.rundirs import find_resumable, load_settings, new_run_dir, next_run_dir, save_settings
 from lab.reports.metrics import accuracy, cross_entropy, softmax
@@ -42,8 +43,9 @@ def main(backend: str, argv: list[str] | None = None) -> int:
 
 
 def run(backend: str, args) -> Path | None:
-    settings, resume_dir = resolve_settings(backend, args)
-    return run_settings(backend, settings, resume_dir)
+    with progress(getattr(args, "progress", None)):
+        settings, resume_dir = resolve_settings(backend, args)
+        return run_settings(backend, settings, resume_dir)
 
 
 def run_settings(name: str, settings, resume_dir: Path | None = None) -> Path | None:
@@ -139,7 +141,7 @@ def build_results(backend: str, settings, splits, trained: Trained, loss: float,
         "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "hyperparameters": settings.to_dict(),
         "params": {"total": trained.params.total, "trainable": trained.params.trainable},
-        "test": {"loss": loss, "accuracy": acc},
+        "test": {"loss": loss, "accuracy": acc, **trained.tested},
         "timing": trained.record.timing(),
         "history": trained.record.history,
         "epochs_run": len(trained.record.history),

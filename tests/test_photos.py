@@ -211,3 +211,17 @@ def test_shared_cifar_jpegs_resized_to_48(lab_cache):
     original = registry.load_raw("folder", SHARED_CIFAR)  # 32 x 32: its own cache, untouched by the resize
     assert original.train.images.shape[1:] == (32, 32, 3)
     np.testing.assert_array_equal(resize_array(original.test.images[:100], 48, "stretch"), raw.test.images[:100])
+
+
+def test_a_run_saved_before_resize_existed_is_still_reused(tmp_path):
+    import json
+
+    from lab.run.reuse import find_matching
+
+    settings = make_settings({"out": str(tmp_path), "name": "old"})
+    run_dir = tmp_path / "old" / "keras" / "version_0"
+    run_dir.mkdir(parents=True)
+    saved = {k: v for k, v in settings.to_dict().items() if k != "resize"}
+    (run_dir / "settings.json").write_text(json.dumps(saved))
+    assert find_matching(settings, "keras") == run_dir
+    assert find_matching(make_settings({**settings.to_dict(), "resize": "crop"}), "keras") is None

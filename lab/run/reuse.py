@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from lab.config.devices import require_one_device
+from lab.config.settings import ExperimentSettings
 from lab.records.results import RESULTS_FILE
 from lab.records.rundirs import SETTINGS_FILE, versions
 from lab.run.backend import in_training_order
@@ -12,11 +13,12 @@ from lab.run.runner import run_settings
 
 
 def find_matching(settings, backend: str) -> Path | None:
-    """The newest run folder of this experiment and backend whose saved settings equal these."""
-    wanted = settings.to_dict()
+    """The newest run folder of this experiment and backend whose saved settings equal these; a setting added
+    since a run was saved counts as its default there."""
+    wanted, defaults = settings.to_dict(), ExperimentSettings().to_dict()
     for _, run_dir in reversed(versions(Path(settings.out) / settings.experiment / backend)):
         try:
-            if json.loads((run_dir / SETTINGS_FILE).read_text()) == wanted:
+            if {**defaults, **json.loads((run_dir / SETTINGS_FILE).read_text())} == wanted:
                 return run_dir
         except (OSError, json.JSONDecodeError):
             continue

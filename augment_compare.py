@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from datamodules import load_splits
 from lab.cli import run_command
+from lab.config.data import load_data
 from lab.config.settings import (
     CHOICES,
     HELP,
@@ -35,9 +35,10 @@ from lab.specs.models import model_spec
 
 # The training settings this tool takes as flags (others through --config), with their types.
 PASSED = {"dataset": str, "data_dir": str, "model": str, "epochs": int, "batch_size": int, "width": int,
-          "depth": int, "dense_units": int, "dropout": float, "optimizer": str, "lr": float, "seed": int,
-          "flip": parse_bool, "crop_pad": int, "rotate": float, "color_jitter": float, "cutout": int,
-          "save_augmented": parse_bool, "test_weights": str, "accelerator": str, "gpus": int, "devices": str,
+          "depth": int, "dense_units": int, "dropout": float, "image_size": int, "resize": str, "optimizer": str,
+          "lr": float, "seed": int, "flip": parse_bool, "crop_pad": int, "rotate": float, "color_jitter": float,
+          "cutout": int, "save_augmented": parse_bool, "test_weights": str, "accelerator": str, "gpus": int,
+          "devices": str,
           "precision": str}
 TOOL_DEFAULTS = {"model": "cifar_cnn", "flip": True, "crop_pad": 4}
 AUGMENTATION_OFF = {"flip": False, "crop_pad": 0, "rotate": 0.0, "color_jitter": 0.0, "cutout": 0,
@@ -79,8 +80,7 @@ def plan(args) -> tuple[list[str], str, list]:
 
 def check_shapes(settings) -> None:
     """Refuse impossible model or augmentation shapes before the first run starts."""
-    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
-                         classes=settings.classes)
+    splits = load_data(settings, train_images=False)
     model_spec(settings, splits.input_shape, splits.num_classes)
     check_settings(settings, splits.input_shape)
 

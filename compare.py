@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from lab.cli import run_command
-from lab.config.settings import LabArgumentParser
+from lab.config.settings import LabArgumentParser, check_out
 from lab.reports.comparison import compare_runs, default_out_dir
 
 
@@ -25,14 +25,18 @@ def build_parser() -> LabArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or default_out_dir(args.paths, args.name)
-    code, written = run_command(lambda: compare_runs(args.paths, out, allow_mixed_datasets=args.allow_mixed_datasets),
-                                "nothing written.")
+    code, written = run_command(lambda: _compare(args, out), "nothing written.")
     if written is None:
         return code
     print(f"Compared {len(written['runs'])} runs:")
     for key in ("markdown", "csv", "curves"):
         print(f"  {written[key]}")
     return 0
+
+
+def _compare(args, out: Path) -> dict:
+    check_out(out)
+    return compare_runs(args.paths, out, allow_mixed_datasets=args.allow_mixed_datasets)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from lab.tuning.space import HELP as SPACE_HELP
 from lab.tuning.space import NAMES as SPACE_NAMES
 from lab.tuning.space import SearchSpace, parse_space
 
-SETTINGS = ("dataset", "data_dir", "classes", "seed", "val_fraction", "test_weights", "out", "accelerator", "gpus",
-            "devices", "precision")
+SETTINGS = ("dataset", "data_dir", "image_size", "resize", "classes", "seed", "val_fraction", "test_weights", "out",
+            "accelerator", "gpus", "devices", "precision")
 DEFAULTS = SearchOptions()
 
 

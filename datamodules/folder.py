@@ -3,6 +3,10 @@
 Layouts: root/train/<class>/*.png with an optional root/test/<class>/..., or a single root/<class>/... tree
 (make_splits then cuts a test part). Single wrapping folders, as tarballs often have, are looked through.
 
+Every image becomes one mode: grayscale (L) when every image of the tree is grayscale, else RGB (a gray image
+is repeated on three channels, RGBA and palette images lose their transparency, as Keras' decoding does).
+Given a size, each image is resized as it is decoded (datamodules.resize); without one, all must share a size.
+
 An archive is read in one streaming pass and its images are decoded from memory, never extracted: the
 decoded .npz cache (keyed by the archive's path, size and mtime) is what makes the second load instant,
 and writing tens of thousands of small files would cost more than all the decoding.
@@ -19,11 +23,13 @@ import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from datamodules.base import ImageSet, RawDataset
+from datamodules.resize import resize_image
 from lab.errors import LabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -34,24 +40,40 @@ CHUNK = 1000  # images per worker task
 Item = tuple[str, "bytes | None"]  # (name for messages and for reading from disk, bytes when in memory)
 
 
-def load_folder(path: str | Path, cache_dir: Path, workers: int | None = None) -> RawDataset:
-    """Load an image folder tree or a tar of one; the decoded arrays are cached in `cache_dir`."""
+def load_folder(path: str | Path, cache_dir: Path, workers: int | None = None, size: int | None = None,
+                policy: str = "stretch") -> RawDataset:
+    """Load an image folder tree or a tar of one, each image resized to size x size under `policy` (see
+    datamodules.resize) when a size is given; the decoded arrays are cached in `cache_dir`, per size and policy."""
     path = Path(path).expanduser()
+    shape = Shape(size, policy)
     if not path.exists():
         raise LabError(f"Image folder {path} does not exist; pass --data-dir pointing at an image folder tree "
                        "or a .tar/.tar.gz of one.")
     if path.is_dir():
         source = DiskTree(path)
         train, test = find_splits(source)
-        npz = cache_dir / f"dir-{_manifest_hash(path, train, test)}.npz"
+        npz = cache_dir / f"dir-{_manifest_hash(path, train, test, shape)}.npz"
     else:
-        npz = cache_dir / f"{_archive_key(path)}.npz"
+        npz = cache_dir / f"{_archive_key(path, shape)}.npz"
         cached = _read_cache(npz, str(path))
         if cached is not None:
             return cached
         source = ArchiveTree(path)
         train, test = find_splits(source)
-    return _cached_or_decoded(npz, source, train, test, str(path), workers)
+    return _cached_or_decoded(npz, source, train, test, str(path), workers, shape)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The side every image is resized to (None: kept as decoded, then all must match) and how."""
+
+    size: int | None = None
+    policy: str = "stretch"
+
+    @property
+    def tag(self) -> str:
+        """Its part of a cache name: empty for images kept as they are."""
+        return "" if self.size is None else f"-{self.size}px-{self.policy}"
 
 
 # --- the two kinds of tree ------------------------------------------------------------------------------
@@ -205,12 +227,12 @@ def list_split(tree: DiskTree | ArchiveTree, rel: str) -> Split:
 
 
 def _cached_or_decoded(npz: Path, tree: DiskTree | ArchiveTree, train: Split, test: Split | None,
-                       source: str, workers: int | None) -> RawDataset:
+                       source: str, workers: int | None, shape: Shape) -> RawDataset:
     cached = _read_cache(npz, source)
     if cached is not None:
         return cached
     files = train.files + (test.files if test else [])
-    images = decode_images([tree.item(f) for f in files], workers)
+    images = decode_images([tree.item(f) for f in files], workers, shape)
     n = len(train.files)
     raw = RawDataset(
         name="folder",
@@ -223,19 +245,20 @@ def _cached_or_decoded(npz: Path, tree: DiskTree | ArchiveTree, train: Split, te
     return raw
 
 
-def decode_images(items: list[Item], workers: int | None = None) -> np.ndarray:
-    """Decode all images (in worker processes when many) into N x H x W x C uint8: C=1 if all are gray, else 3."""
+def decode_images(items: list[Item], workers: int | None = None, shape: Shape = Shape()) -> np.ndarray:
+    """Decode all images (in worker processes when many) into N x H x W x C uint8: C=1 if all are gray, else 3;
+    H = W = shape.size when it is given."""
     chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
     workers = min(workers or _cpus(), len(chunks))
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork, not spawn: workers need only PIL and numpy, and spawn would re-import the caller's main module.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
         try:
-            parts = list(pool.map(_decode_chunk, chunks))
+            parts = list(pool.map(partial(_decode_chunk, shape=shape), chunks))
         finally:
             pool.shutdown(cancel_futures=True)  # after a bad image, do not decode the rest
     else:
-        parts = [_decode_chunk(chunk) for chunk in chunks]
+        parts = [_decode_chunk(chunk, shape) for chunk in chunks]
     return _stack([a for part in parts for a in part], [name for name, _ in items])
 
 
@@ -244,21 +267,30 @@ def _cpus() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def _decode_chunk(items: list[Item]) -> list[np.ndarray]:
-    return [_decode(name, data) for name, data in items]
+def _decode_chunk(items: list[Item], shape: Shape) -> list[np.ndarray]:
+    return [_decode(name, data, shape) for name, data in items]
 
 
-def _decode(name: str, data: bytes | None) -> np.ndarray:
-    """One image as H x W (grayscale) or H x W x 3 (anything else) uint8."""
+def _decode(name: str, data: bytes | None, shape: Shape) -> np.ndarray:
+    """One image as H x W (grayscale) or H x W x 3 (anything else) uint8, at shape.size when given."""
     from PIL import Image  # lazy: keeps `import datamodules` light
 
     try:
         with Image.open(name if data is None else io.BytesIO(data)) as image:
-            mode = "L" if image.mode in GRAY_MODES else "RGB"
-            return np.asarray(image if image.mode == mode else image.convert(mode))
+            image = _one_mode(image)
+            return np.asarray(image if shape.size is None else resize_image(image, shape.size, shape.policy))
     except Exception as exc:  # PIL raises many types for damaged files
         raise LabError(f"Image {name} cannot be decoded ({type(exc).__name__}: {exc}); "
                        "replace or delete the file.") from None
+
+
+def _one_mode(image):
+    """L for grayscale, else RGB; a palette image through RGBA, so that PIL reads its transparency first."""
+    if image.mode in GRAY_MODES:
+        return image if image.mode == "L" else image.convert("L")
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _stack(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
@@ -266,8 +298,8 @@ def _stack(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
     for array, name in zip(arrays, names):
         if array.shape[:2] != (height, width):
             h, w = array.shape[:2]
-            raise LabError(f"Image {name} is {w}x{h} pixels but {names[0]} is {width}x{height}; "
-                           "resize all images to one size.")
+            raise LabError(f"Image {name} is {w}x{h} pixels but {names[0]} is {width}x{height}; pass "
+                           "--image-size N to resize every image to N x N pixels at load (--resize stretch or crop).")
     channels = 1 if all(a.ndim == 2 for a in arrays) else 3
     out = np.empty((len(arrays), height, width, channels), dtype=np.uint8)
     for i, array in enumerate(arrays):
@@ -278,18 +310,18 @@ def _stack(arrays: list[np.ndarray], names: list[str]) -> np.ndarray:
 # --- the .npz cache -------------------------------------------------------------------------------------
 
 
-def _archive_key(tar_path: Path) -> str:
-    """Cache name for one archive: its name, size, mtime and a hash of where it lies."""
+def _archive_key(tar_path: Path, shape: Shape) -> str:
+    """Cache name for one archive: its name, size, mtime, a hash of where it lies, and the image shape asked."""
     stat = tar_path.stat()
     stem = re.sub(r"(\.tar(\.\w+)?|\.tgz)$", "", tar_path.name)
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem)
     where = hashlib.sha1(str(tar_path.resolve()).encode()).hexdigest()[:8]
-    return f"{stem}-{stat.st_size}-{stat.st_mtime_ns}-{where}-v{CACHE_FORMAT}"
+    return f"{stem}-{stat.st_size}-{stat.st_mtime_ns}-{where}-v{CACHE_FORMAT}{shape.tag}"
 
 
-def _manifest_hash(root: Path, train: Split, test: Split | None) -> str:
-    """Cache name for a folder tree: its path and every image's name, size and mtime."""
-    digest = hashlib.sha1(f"{root.resolve()}|v{CACHE_FORMAT}".encode())
+def _manifest_hash(root: Path, train: Split, test: Split | None, shape: Shape) -> str:
+    """Cache name for a folder tree: its path, every image's name, size and mtime, and the image shape asked."""
+    digest = hashlib.sha1(f"{root.resolve()}|v{CACHE_FORMAT}{shape.tag}".encode())
     for split in (train, test):
         if split is not None:
             stamps = [(f, s.st_size, s.st_mtime_ns) for f in split.files for s in [os.stat(root / f)]]

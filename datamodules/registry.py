@@ -9,6 +9,7 @@ from datamodules import cifar, idx
 from datamodules.base import RawDataset
 from datamodules.digits import load_digits
 from datamodules.folder import load_folder
+from datamodules.resize import resize_raw
 from lab.errors import LabError, one_line
 from lab.io import download_timeout
 
@@ -27,16 +28,23 @@ def cache_root() -> Path:
     return Path(base) / "dual-lab"
 
 
-def load_raw(name: str, data_dir: str | Path | None = None, download: bool = True) -> RawDataset:
-    """Load dataset `name` from `data_dir` (or the usual places), downloading it when allowed and needed."""
+def load_raw(name: str, data_dir: str | Path | None = None, download: bool = True, image_size: int | None = None,
+             resize: str = "stretch") -> RawDataset:
+    """Load dataset `name` from `data_dir` (or the usual places), downloading it when allowed and needed; with
+    `image_size`, every image at image_size x image_size pixels under the `resize` policy (datamodules.resize):
+    a folder's as it is decoded (and so cached), the other datasets' after loading."""
+    if name == "folder":
+        if data_dir is None:
+            raise LabError("--data-dir is required for --dataset folder; point it at root/<class>/*.png, "
+                           "root/train/<class>/... (optionally with root/test/), or a .tar.gz of such a tree.")
+        return load_folder(data_dir, cache_root() / "folders", size=image_size, policy=resize)
+    return resize_raw(_load_fixed_size(name, data_dir, download), image_size, resize)
+
+
+def _load_fixed_size(name: str, data_dir: str | Path | None, download: bool) -> RawDataset:
     root = Path(data_dir).expanduser() if data_dir is not None else None
     if name == "digits":
         return load_digits()
-    if name == "folder":
-        if root is None:
-            raise LabError("--data-dir is required for --dataset folder; point it at root/<class>/*.png, "
-                           "root/train/<class>/... (optionally with root/test/), or a .tar.gz of such a tree.")
-        return load_folder(root, cache_root() / "folders")
     if name == "cifar10":
         place = _find_or_download("CIFAR-10", "CIFAR10", root or cache_root(), cifar.cifar_places,
                                   cifar.holds_cifar, download, CIFAR_HINT)

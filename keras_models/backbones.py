@@ -1,9 +1,10 @@
 """Keras models for transfer learning, split into backbone blocks and a head (see lab.specs.phases).
 
 Zoo backbones come from keras.applications without their top: uint8 images are resized on the fly
-(a Resizing layer) and preprocessed by the family's preprocess_input, inside the model; a pretrained
-backbone is called with training=False, as in the keras.io transfer-learning guide, so its BatchNorm
-layers run in inference mode whatever is trainable. Project models are the usual lab.specs.models networks.
+(a Resizing layer, left out when the images were resized to --image-size at load) and preprocessed by the
+family's preprocess_input, inside the model; a pretrained backbone is called with training=False, as in
+the keras.io transfer-learning guide, so its BatchNorm layers run in inference mode whatever is trainable.
+Project models are the usual lab.specs.models networks.
 """
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def _zoo_model(settings, splits: DataSplits, head_spec, zoo_weights: str | None)
     family, size = BACKBONES[settings.model], image_size(settings)
     inputs = keras.Input(shape=splits.input_shape, dtype="uint8", name="images")
     x = L.Rescaling(1.0, name="to_float")(inputs)
-    x = L.Resizing(size, size, name="resize")(x)
+    if splits.input_shape[:2] != (size, size):  # a folder's images resized at load need no second resize
+        x = L.Resizing(size, size, name="resize")(x)
     if splits.input_shape[-1] == 1:
         x = L.Concatenate(name="gray_to_rgb")([x, x, x])
     x = ZooPreprocess(family.keras_preprocess, name="preprocess")(x)

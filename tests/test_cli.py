@@ -78,7 +78,7 @@ def test_help_explains_every_flag(script, tmp_path, monkeypatch, capsys):
     for flag in ("--dataset", "--data-dir", "--model", "--epochs", "--batch-size", "--filters", "--kernel-size",
                  "--stride", "--padding", "--optimizer", "--lr", "--seed", "--out", "--name", "--config",
                  "--gpus", "--accelerator", "--devices", "--num-nodes", "--strategy", "--sync-batchnorm",
-                 "--precision", "--resume", "--test-weights", "--progress"):
+                 "--precision", "--resume", "--test-weights", "--progress", "--image-size", "--resize"):
         assert flag in out
 
 
@@ -107,3 +107,45 @@ def test_benchmarks_refuse_bad_input_like_the_entry_scripts(module, args, messag
     code, _, err = call_main(_benchmark(module), args, capsys)
     _assert_one_line_error(code, err, message)
     assert not (tmp_path / "runs").exists()
+
+
+def _out_scripts() -> dict:
+    """Every entry script with an --out, and the other arguments it needs to get as far as reading --out."""
+    import augment_compare
+    import compare
+    import transfer_compare
+    import tune_keras
+    import tune_lightning
+    from lab.pipeline import whole_lab
+
+    return {"train_lightning.py": (train_lightning.main, []), "train_keras.py": (train_keras.main, []),
+            "run_lab.py": (whole_lab.main, ["--mnist-dataset", "digits", "--sections", "1"]),
+            "tune_keras.py": (tune_keras.main, []), "tune_lightning.py": (tune_lightning.main, []),
+            "augment_compare.py": (augment_compare.main, ["--dataset", "digits", "--model", "first_cnn"]),
+            "transfer_compare.py": (transfer_compare.main, ["--model", "cifar_cnn", "--weights", "runs/x"]),
+            "compare.py": (compare.main, ["."])}
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+@pytest.mark.parametrize("script", list(_out_scripts()))
+def test_out_that_cannot_be_a_folder_is_refused_before_anything_runs(script, where, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    out = "notes.txt" if where == "a file" else "notes.txt/runs"
+    main, args = _out_scripts()[script]
+    code, _, err = call_main(main, [*args, "--out", out], capsys)
+    _assert_one_line_error(code, err, "notes.txt")
+    assert ("is a file, not a folder" if where == "a file" else "cannot be created because notes.txt is a file") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_out_in_a_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    from lab.config import settings
+    from lab.errors import LabError
+
+    settings.check_out(tmp_path / "new" / "runs")  # missing folders under a writable one are fine
+    # The tests run as root, for whom every folder is writable: the refusal is shown with os.access saying no.
+    monkeypatch.setattr(settings.os, "access", lambda path, mode: str(path) != str(tmp_path))
+    with pytest.raises(LabError, match=rf"--out {tmp_path}/new/runs cannot be written: {tmp_path} is not writable"):
+        settings.make_settings({"out": str(tmp_path / "new" / "runs")})

@@ -93,8 +93,6 @@ def test_project_model_blocks():
 
 
 def test_settings_refuse_what_cannot_work():
-    with pytest.raises(LabError, match="image-size resizes images for the zoo backbones"):
-        make_settings({"model": "cifar_cnn", "image_size": 64})
     with pytest.raises(LabError, match="at least 32"):
         make_settings({"model": "mobilenet", "image_size": 16})
     with pytest.raises(LabError, match="imagenet is for the zoo backbones"):

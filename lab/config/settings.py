@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from datamodules.registry import DATASETS
+from datamodules.resize import RESIZE_POLICIES
 from lab.errors import LabError, one_line
 from lab.progress import HELP as PROGRESS_HELP
 from lab.progress import MODES as PROGRESS_MODES
@@ -54,6 +56,7 @@ class ExperimentSettings:
     finetune_epochs: int = 0
     finetune_lr: float | None = None
     image_size: int | None = None
+    resize: str = "stretch"
     classes: str | None = None
     train_images: int | None = None
     optimizer: str = "adam"
@@ -111,8 +114,12 @@ HELP = {
     "unfreeze": "fine-tuning: number of top backbone blocks to unfreeze, a fraction like 0.25, or all",
     "finetune_epochs": "fine-tuning epochs after the --epochs of feature extraction (0: no fine-tuning)",
     "finetune_lr": "fine-tuning learning rate (default: --lr / 10)",
-    "image_size": "zoo backbones: images are resized to this side on the fly (default: 224; 64 or 96 make CPU "
-                  "runs feasible)",
+    "image_size": "the side in pixels of the square images the network sees: a folder dataset's images, and "
+                  "any dataset's for a project model, are resized once at load (and cached); a zoo backbone on "
+                  "mnist, fashion_mnist, cifar10 or digits resizes on the fly (zoo backbones: default 224, at "
+                  "least 32; 64 or 96 make CPU runs feasible)",
+    "resize": "how --image-size fits images that are not square: stretch (the whole image, distorted, as Keras' "
+              "default) or crop (the largest centred square, as Keras' crop_to_aspect_ratio); PIL bilinear",
     "classes": "train on these classes only: names or indices, comma-separated (e.g. 0,1,2,3,4)",
     "train_images": "train on a seeded random sample of this many training images (validation and test stay "
                     "whole): quick runs, small-data transfer learning",
@@ -136,7 +143,7 @@ HELP = {
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
            "strategy": STRATEGIES, "test_weights": TEST_WEIGHTS,
-           "padding": ("valid", "same"), "model": MODELS + BACKBONE_NAMES}
+           "padding": ("valid", "same"), "model": MODELS + BACKBONE_NAMES, "resize": RESIZE_POLICIES}
 
 
 class LabArgumentParser(argparse.ArgumentParser):
@@ -290,12 +297,29 @@ def validate(s: ExperimentSettings) -> None:
         raise LabError(f"gpus must be 0 or more, got {s.gpus}.")
     if s.num_nodes is not None and s.num_nodes < 1:
         raise LabError(f"num-nodes must be at least 1, got {s.num_nodes}.")
+    check_out(s.out)
 
 
 def _validate_transfer(s: ExperimentSettings) -> None:
     check_unfreeze(s.unfreeze)
     if s.image_size is not None:
-        if not is_backbone(s.model):
-            raise LabError(f"image-size resizes images for the zoo backbones ({', '.join(BACKBONE_NAMES)}); "
-                           f"drop it for {s.model}, which trains on the images as they are.")
-        check_image_size(s.image_size)
+        if is_backbone(s.model):
+            check_image_size(s.image_size)
+        elif s.image_size < 1:
+            raise LabError(f"image-size must be at least 1 pixel, got {s.image_size}.")
+
+
+def check_out(out: str | Path, flag: str = "--out") -> None:
+    """LabError unless `out` is a folder that exists or can be made, and can be written: checked before anything
+    runs, so that a bad --out costs no training and leaves nothing behind."""
+    path = Path(out).expanduser()
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise LabError(f"{flag} {out} is a file, not a folder; give a folder path (it is created when missing).")
+    existing = path
+    while not os.path.exists(existing):  # the nearest part that exists: a folder, or why the path cannot be made
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        raise LabError(f"{flag} {out} cannot be created because {existing} is a file; give a path under a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LabError(f"{flag} {out} cannot be written: {existing} is not writable by this user; "
+                       "give a folder you can write to.")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datamodules import load_splits
 from lab.cli import run_command
+from lab.config.data import load_data
 from lab.config.devices import require_one_device
 from lab.config.machine import machine_info
 from lab.config.settings import (
     ACCELERATORS,
+    CHOICES,
     HELP,
     PRECISIONS,
     TEST_WEIGHTS,
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data folder or archive for both datasets, unless given apart below")
     p.add_argument("--mnist-data-dir", help="data folder for the MNIST-like dataset")
     p.add_argument("--cifar-data-dir", help="data folder or archive for the CIFAR-like dataset")
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="sections 2-4: resize every image to N x N pixels at load, e.g. for a folder of photos of "
+                        "mixed sizes (default: the images as they are)")
+    p.add_argument("--resize", choices=CHOICES["resize"], default="stretch",
+                   help=HELP["resize"] + " (default: stretch)")
     p.add_argument("--backends", default=",".join(REPORT_ORDER), help="comma-separated: keras, lightning")
     p.add_argument("--out", default="runs/lab", help="folder of the lab's runs and report (default runs/lab)")
     p.add_argument("--seed", type=int, default=0, help="random seed of every run")
@@ -81,7 +87,8 @@ def run_lab(args) -> Path:
     sections, backends = parse_sections(args.sections), _backends(args.backends)
     preset = PRESETS[args.preset]
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
-            "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir}}
+            "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir,
+                      **({"image_size": args.image_size, "resize": args.resize} if args.image_size else {})}}
     common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
               "devices": args.devices, "precision": args.precision, "test_weights": args.test_weights}
     require_one_device(make_settings(common))
@@ -169,10 +176,13 @@ def _check_data(data: dict, sections: list[str]) -> tuple[list[str], int]:
     needed |= {"cifar"} if set(sections) - {"mnist"} else set()
     lines, cifar_classes = [], 10
     for part in (part for part in ("mnist", "cifar") if part in needed):
-        splits = load_splits(data[part]["dataset"], data[part]["data_dir"])
+        settings = make_settings(data[part])
+        splits = load_data(settings)
+        side = settings.image_size
+        size = f", resized to {side}x{side} ({settings.resize})" if side else ""
         lines.append(f"- {'Section 1' if part == 'mnist' else 'Sections 2-4'}: `{splits.name}` from "
                      f"{splits.source} ({len(splits.train):,} train, {len(splits.val):,} validation, "
-                     f"{len(splits.test):,} test images, {splits.num_classes} classes)")
+                     f"{len(splits.test):,} test images, {splits.num_classes} classes{size})")
         cifar_classes = splits.num_classes if part == "cifar" else cifar_classes
     if "transfer" in sections:
         class_halves(cifar_classes)  # too few classes fails now too

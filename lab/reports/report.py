@@ -71,9 +71,11 @@ def summary_lines(results: dict) -> list[str]:
     timing, params = results["timing"], results["params"]
     hp, run = results["hyperparameters"], results["epochs_run"]
     planned = None if hp.get("epochs") is None else hp["epochs"] + (hp.get("finetune_epochs") or 0)
+    side = hp.get("image_size")
+    size = f", seen at {side}x{side} pixels (--resize {hp.get('resize', 'stretch')})" if side else ""
     return [
         f"- Model: {results['model']}",
-        f"- Dataset: {results['dataset']} ({results['data_source']})",
+        f"- Dataset: {results['dataset']} ({results['data_source']}){size}",
         f"- Parameters: {params['total']:,} ({params['trainable']:,} trainable)",
         f"- Epochs: {run}" + (f" of {planned} planned" if planned not in (None, run) else ""),
         *_tested_line(results),

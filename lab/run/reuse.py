@@ -14,7 +14,7 @@ from lab.run.runner import run_settings
 
 def find_matching(settings, backend: str) -> Path | None:
     """The newest run folder of this experiment and backend whose saved settings equal these (every setting
-    counts, --test-weights too; one a run saved before it existed had its default, as its runs did)."""
+    counts); a setting added since a run was saved counts as its default there."""
     wanted, defaults = settings.to_dict(), ExperimentSettings().to_dict()
     for _, run_dir in reversed(versions(Path(settings.out) / settings.experiment / backend)):
         try:

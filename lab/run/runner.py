@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules import load_splits
 from lab.cli import run_command
+from lab.config.data import load_data
 from lab.config.machine import machine_info
 from lab.config.settings import build_parser, make_settings, settings_from_args
 from lab.errors import LabError
@@ -51,8 +51,7 @@ def run(backend: str, args) -> Path | None:
 def run_settings(name: str, settings, resume_dir: Path | None = None) -> Path | None:
     """Train, test and write every output of one run; returns its folder, or None on a process that does not
     write it (the ranks other than 0 of a multi-process run, which print nothing either)."""
-    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
-                         classes=settings.classes, train_images=settings.train_images)
+    splits = load_data(settings)
     model_spec(settings, splits.input_shape, splits.num_classes)  # refuse impossible shapes first
     check_augmentation(settings, splits.input_shape)
     backend = get_backend(name)

@@ -9,9 +9,10 @@
 | efficientnet | efficientnet_b0     | EfficientNetB0     | 9: stem, the seven MBConv stages, top conv |
 
 keras.applications has no ResNet18, so `resnet` differs in depth (and parameter count) between the
-backends; the two other families are the same networks on both sides. Images are resized on the fly
-to --image-size (default the zoo's 224) and preprocessed inside the network as the zoo's weights
-expect; the backbone's globally pooled features feed the new head, described once here as a spec.
+backends; the two other families are the same networks on both sides. The network sees images of
+--image-size (default the zoo's 224): a folder dataset's images are resized to it at load (lab.config.data),
+the others on the fly, inside the network, which also preprocesses them as the zoo's weights expect;
+the backbone's globally pooled features feed the new head, described once here as a spec.
 """
 from __future__ import annotations
 

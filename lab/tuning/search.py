@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datamodules import load_splits, sample_train
+from datamodules import sample_train
+from lab.config.data import load_data
 from lab.config.devices import require_one_device
 from lab.config.settings import ExperimentSettings, make_settings
 from lab.errors import LabError
@@ -91,7 +92,7 @@ def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
     definition = _definition(base, opts)
     if not opts.overwrite:
         _check_same_search(folder, definition)
-    splits = load_splits(base.dataset, base.data_dir, base.seed, base.val_fraction, classes=base.classes)
+    splits = load_data(base, train_images=False)
     constraint = Constraint(splits.input_shape, splits.num_classes, opts.max_params)
     constraint.check_space(opts.space)
     trial_images = max(1, round(len(splits.train) * opts.trial_fraction))
@@ -149,8 +150,9 @@ def check_options(opts: SearchOptions) -> None:
 
 def _definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
     """What makes a search the same search (--max-trials may grow; retraining may change)."""
-    keep = ("dataset", "data_dir", "classes", "seed", "val_fraction")
-    definition = {"backend": opts.backend, "tuner": opts.tuner, **{k: getattr(base, k) for k in keep},
+    keep = ("dataset", "data_dir", "image_size", "classes", "seed", "val_fraction")
+    resize = {"resize": base.resize} if base.image_size else {}  # absent from the searches saved before it
+    definition = {"backend": opts.backend, "tuner": opts.tuner, **{k: getattr(base, k) for k in keep}, **resize,
                   "max_epochs": opts.max_epochs, "patience": opts.patience, "max_params": opts.max_params,
                   "trial_fraction": opts.trial_fraction,
                   "space": opts.space.to_dict()}

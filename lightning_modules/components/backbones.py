@@ -1,8 +1,9 @@
 """Networks for transfer learning, split into backbone blocks and a head (see lab.specs.phases).
 
 Zoo backbones come from torchvision.models with their classifier removed: uint8 images are resized
-on the fly, in batches, and normalised as the torchvision weights expect, inside the network. Project
-models are the usual lab.specs.models networks, their blocks read from the spec.
+on the fly, in batches (unless they were resized to --image-size at load), and normalised as the
+torchvision weights expect, inside the network. Project models are the usual lab.specs.models networks,
+their blocks read from the spec.
 """
 from __future__ import annotations
 

@@ -135,7 +135,7 @@ def test_the_time_left_comes_from_the_runs_of_each_kind_done_so_far(tmp_path):
 
     from rich.console import Console
 
-    from lab.pipeline.progress import LabProgress, Step, left_estimate
+    from lab.pipeline.lab_progress import LabProgress, Step, left_estimate
 
     steps = [Step(b, "mnist", key, key) for b in ("keras", "lightning") for key in ("first_cnn", "mlp")]
     assert left_estimate(steps[1:], {"first_cnn": [60.0]}) == (60.0, 2)  # the mlp runs are not timed yet

@@ -20,7 +20,7 @@ from lab.config.settings import (
 )
 from lab.io import write_text_atomic
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
-from lab.pipeline.progress import LabProgress, Step
+from lab.pipeline.lab_progress import LabProgress, Step
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets import SHARED_CIFAR
 
 from lab.config.settings import make_settings
 from lab.errors import LabError
@@ -157,7 +158,6 @@ def make_run_dir(tmp_path, total_s):
 
 # --- the quick preset shows each section's lesson (slow: real data, minutes) -----------------------------------
 
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

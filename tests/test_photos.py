@@ -7,23 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets import SHARED_CIFAR, lab_error
 
 from datamodules import folder, load_splits, registry
 from datamodules.resize import resize_array
 from lab.config.data import load_data, load_size
 from lab.config.settings import make_settings
 from lab.errors import LabError
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = REPO.parent / "shared/data/cifar10-jpg.tar.gz"
-
-
-def lab_error(call, *args, **kwargs) -> str:
-    with pytest.raises(LabError) as info:
-        call(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message and message.endswith(".")
-    return message
 
 
 def _save(path: Path, image) -> None:

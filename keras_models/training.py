@@ -46,7 +46,7 @@ class KerasBackend:
         _configure_gpus(gpus, hide=plan.accelerator == "cpu")
         if plan.accelerator == "cpu":
             _configure_cpus(plan.per_node)
-            tf.config.experimental.enable_op_determinism()
+            _op_determinism(not settings.compile)
         keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
         return plan
 
@@ -75,18 +75,37 @@ class KerasBackend:
 BACKEND = KerasBackend()
 
 
-def compile_model(model: keras.Model, optimizer: str, lr: float) -> keras.Model:
+def compile_model(model: keras.Model, optimizer: str, lr: float, xla: bool = False) -> keras.Model:
+    """Keras' compile; xla (--compile) is jit_compile, given always: Keras' "auto" would use XLA on a GPU only."""
     opt = keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd" else keras.optimizers.Adam(lr)
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")], jit_compile=xla)
+    return _check_xla(model, xla)
+
+
+def _check_xla(model: keras.Model, xla: bool) -> keras.Model:
+    """Keras turns jit_compile off, with a warning only, where XLA cannot run the model: refuse instead."""
+    if xla and not model.jit_compile:
+        raise LabError("--compile cannot compile this model with XLA here (Keras turned jit_compile off: a layer "
+                       "without XLA support, or a Mac's GPU); drop --compile.")
     return model
+
+
+def _op_determinism(on: bool) -> None:
+    """Deterministic ops on the CPU; off for --compile, as Keras runs no XLA under them."""
+    from tensorflow.python.framework import config
+
+    if on:
+        config.enable_op_determinism()
+    else:
+        config.disable_op_determinism()
 
 
 def build_compiled(settings, splits: DataSplits) -> keras.Model:
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
     model = build_model(spec, splits.input_shape, splits.mean, splits.std, name=settings.model,
                         sync_batchnorm=settings.sync_batchnorm)
-    return compile_model(model, settings.optimizer, settings.lr)
+    return compile_model(model, settings.optimizer, settings.lr, settings.compile)
 
 
 def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
@@ -113,7 +132,7 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
             continue
         if parts is not None and not phase.start < done:  # a transfer phase starting now, not resumed inside it
             set_trainable(parts, phase)
-            compile_model(model, settings.optimizer, phase.lr)
+            compile_model(model, settings.optimizer, phase.lr, settings.compile)
         _fit(model, settings, splits, phase, max(done, phase.start), plan.world_size,
              _callbacks(record, writer, run_dir / CHECKPOINTS_DIR) + extra)
         if log is not None and index < len(phases) - 1:
@@ -133,6 +152,8 @@ def _model(settings, splits: DataSplits, run_dir: Path, resume: bool,
     saved = find_last(run_dir / CHECKPOINTS_DIR) if resume else []
     if saved:
         model = keras.models.load_model(saved[0][0], safe_mode=True)
+        model.jit_compile = settings.compile  # a checkpoint holds its own; the run's settings decide
+        _check_xla(model, settings.compile)
         return model, transfer_parts(model, settings, splits) if log is not None else None, saved[0][1]
     if log is None:
         return build_compiled(settings, splits), None, 0

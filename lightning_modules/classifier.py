@@ -11,6 +11,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.torch_data import Part
+from lightning_modules.compiling import eager_keys
 
 BAR_EVERY = 25  # steps between progress-bar loss updates
 
@@ -63,6 +64,10 @@ class ImageClassifier(pl.LightningModule):
                              ("val/loss", self.val_loss), ("val/acc", self.val_acc)):
             self.log(name, metric.compute(), prog_bar=True, logger=False, sync_dist=True)
             metric.reset()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Written by a network wrapped as torch.compile(net): its keys hold `_orig_mod.`; this module's never do.
+        checkpoint["state_dict"] = eager_keys(checkpoint["state_dict"])
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -32,6 +32,7 @@ from lab.specs.models import model_spec
 from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import resolve_weights
 from lightning_modules.classifier import ImageClassifier, TransferClassifier
+from lightning_modules.compiling import check_compiler, compile_network
 from lightning_modules.components import build_network, count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferNet, build_transfer_net
@@ -49,6 +50,8 @@ class LightningBackend:
         if settings.sync_batchnorm and plan.accelerator == "cpu" and plan.world_size > 1:
             raise LabError("--sync-batchnorm needs GPUs on Lightning: PyTorch's SyncBatchNorm runs on CUDA only; "
                            "drop it on the CPU.")
+        if settings.compile:
+            check_compiler(plan.accelerator)
         return plan
 
     def is_writer(self, plan: DevicePlan) -> bool:
@@ -114,8 +117,16 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
 
 def _module(settings, splits: DataSplits, run_dir: Path, fresh: bool,
             persist: bool) -> tuple[ImageClassifier, TransferNet | None, TransferLog | None]:
-    """The LightningModule and, for a transfer run, its blocks and phase log; a fresh transfer run loads its
-    initial weights (a resumed one continues from its checkpoint instead)."""
+    """The LightningModule (its network compiled with --compile) and, for a transfer run, its blocks and phase
+    log; a fresh transfer run loads its initial weights (a resumed one continues from its checkpoint instead)."""
+    module, tnet, log = _eager_module(settings, splits, run_dir, fresh, persist)
+    if settings.compile:
+        compile_network(module.net)
+    return module, tnet, log
+
+
+def _eager_module(settings, splits: DataSplits, run_dir: Path, fresh: bool,
+                  persist: bool) -> tuple[ImageClassifier, TransferNet | None, TransferLog | None]:
     if not is_transfer(settings):
         return build_module(settings, splits, build_augment(settings)), None, None
     source = resolve_weights(settings.weights, "lightning", settings.model)

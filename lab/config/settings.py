@@ -64,6 +64,7 @@ class ExperimentSettings:
     strategy: str = "auto"
     sync_batchnorm: bool = False
     precision: str = "32"
+    compile: bool = False
 
     @property
     def experiment(self) -> str:
@@ -125,6 +126,8 @@ HELP = {
     "strategy": "Lightning: the Trainer's strategy with several devices: auto (ddp), ddp or ddp_spawn",
     "sync_batchnorm": "synchronise BatchNorm statistics across devices (true/false)",
     "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
+    "compile": "compile the network for speed: torch.compile (Lightning; needs a C++ compiler on the CPU, triton "
+               "on a GPU) or XLA (Keras' jit_compile); the first epoch then includes the compiling (true/false)",
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
            "strategy": STRATEGIES,

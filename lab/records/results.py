@@ -7,7 +7,8 @@ Fields:
   hyperparameters      every setting of the run (lab.config.settings.ExperimentSettings as a dict)
   params               {"total": int, "trainable": int}
   test                 {"loss": float, "accuracy": float}   (accuracy micro-averaged, in [0, 1])
-  timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s"}
+  timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s",
+                        "compiled" (--compile), "compile_s" (a compiled run's first epoch beyond a steady one)}
   history              [{"epoch": 1, "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s"}, ...]
   epochs_run           int
   class_names          [str, ...]

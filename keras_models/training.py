@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from callbacks.keras_checkpoint import LastCheckpoint, find_last
+from callbacks.keras_profile import StepClock
 from callbacks.keras_recorder import KerasRecorder
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
@@ -19,6 +20,7 @@ from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
 from keras_models.augment import apply_numpy, build_augment
 from keras_models.backbones import TransferModel, build_transfer_model, set_trainable, transfer_parts
 from keras_models.network import build_model, count_params
+from keras_models.profiling import measure
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
 from lab.config.launch import Launch, detect
@@ -127,6 +129,8 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
     writer = tf.summary.create_file_writer(str(run_dir))
     phases = plan_phases(settings, len(parts.blocks) if parts else 0)
+    clock = StepClock(gpu=plan.num_gpus > 0) if settings.profile and plan.world_size == 1 else None
+    extra = [*extra, clock] if clock else extra
     for index, phase in enumerate(phases):
         if phase.end <= done:  # resumed after this phase
             continue
@@ -137,8 +141,11 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
              _callbacks(record, writer, run_dir / CHECKPOINTS_DIR) + extra)
         if log is not None and index < len(phases) - 1:
             log.finish_phase(index, phase_stats(count_params(model), _predict(model, splits), splits.test.labels))
-    return trained(_predict(model, splits), splits.test.labels, count_params(model), record, plan.describe(),
-                   plan.batches(settings.batch_size), log, phases)
+    profile = measure(model, lambda: _pipeline(settings, splits, 0, 1), clock, plan.num_gpus > 0) if clock else None
+    result = trained(_predict(model, splits), splits.test.labels, count_params(model), record, plan.describe(),
+                     plan.batches(settings.batch_size), log, phases)
+    result.profile = profile
+    return result
 
 
 def _early_stopping(patience: int | None) -> list:
@@ -173,11 +180,15 @@ def _new_transfer_model(settings, splits: DataSplits, log: TransferLog) -> Trans
     return parts
 
 
+def _pipeline(settings, splits: DataSplits, first: int, end: int, replicas: int = 1):
+    return train_dataset(splits.train, settings.batch_size, settings.seed, first, end,
+                         augment=build_augment(settings, splits.input_shape[:2]), replicas=replicas)
+
+
 def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: int, replicas: int,
          callbacks: list) -> None:
     model.fit(
-        train_dataset(splits.train, settings.batch_size, settings.seed, first, phase.end,
-                      augment=build_augment(settings, splits.input_shape[:2]), replicas=replicas),
+        _pipeline(settings, splits, first, phase.end, replicas),
         epochs=phase.end, initial_epoch=first, shuffle=False,  # the pipeline shuffles
         steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size, replicas),
         validation_data=eval_dataset(splits.val), callbacks=callbacks,

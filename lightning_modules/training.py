@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from callbacks.lightning_finetuning import PhaseFinetuning
+from callbacks.lightning_profile import StepClock
 from callbacks.lightning_progress import ThrottledRichProgressBar
 from callbacks.lightning_recorder import LightningRecorder
 from datamodules.base import DataSplits
@@ -37,6 +38,7 @@ from lightning_modules.components import build_network, count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferNet, build_transfer_net
 from lightning_modules.distributed import build_strategy
+from lightning_modules.profiling import measure
 from lightning_modules.weights import load_initial_weights
 
 LAST_CKPT = "last.ckpt"
@@ -99,20 +101,26 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
         callbacks = (*callbacks, EarlyStopping("val/acc", mode="max", patience=patience))
     if settings.save_augmented and writer:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
+    clock = StepClock() if settings.profile and writer else None
+    callbacks = (*callbacks, clock) if clock else callbacks
     trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, phases[-1].end, callbacks),
                          strategy=build_strategy(plan, transfer=tnet is not None))
     with warnings.catch_warnings():
         # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
         warnings.filterwarnings("ignore", message="The dirpath has changed")
-        trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
+        data = ArraysDataModule(splits, settings.batch_size, settings.seed)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    profile = measure(trainer, module, data, clock) if clock else None
     if plan.strategy == "ddp_spawn" and plan.world_size > 1:  # trained in spawned processes: read what rank 0 saved
         record.restore(epochs_done=phases[-1].end)
         if log is not None:
             log.reload()
     device = trainer.strategy.root_device
-    return trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
-                   record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
-                   plan.batches(settings.batch_size), log, phases)
+    result = trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
+                     record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
+                     plan.batches(settings.batch_size), log, phases)
+    result.profile = profile
+    return result
 
 
 def _module(settings, splits: DataSplits, run_dir: Path, fresh: bool,

@@ -65,6 +65,7 @@ class ExperimentSettings:
     sync_batchnorm: bool = False
     precision: str = "32"
     compile: bool = False
+    profile: bool = True
 
     @property
     def experiment(self) -> str:
@@ -128,6 +129,8 @@ HELP = {
     "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
     "compile": "compile the network for speed: torch.compile (Lightning; needs a C++ compiler on the CPU, triton "
                "on a GPU) or XLA (Keras' jit_compile); the first epoch then includes the compiling (true/false)",
+    "profile": "after training, time where a steady step goes (compute, data, the framework's loop) for "
+               "results.json and the lab report; about a second (true/false)",
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
            "strategy": STRATEGIES,

@@ -15,6 +15,9 @@ Fields:
   machine              lab.config.machine.machine_info()
   finished_at          ISO time
   extra                backend- or experiment-specific additions (phases of transfer learning, ...)
+  profile              a steady training step in ms, measured after training (lab.records.profile): {"step_ms",
+                       "compute_ms", "data_ms", "overhead_ms", "steps", "machine"}; null with --profile false,
+                       on Keras with several replicas, or with epochs too short to time
 """
 from __future__ import annotations
 

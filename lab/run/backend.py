@@ -45,6 +45,7 @@ class Trained:
     device: str  # what trained, e.g. "cpu" or "gpu x1 (NVIDIA H200)"
     extra: dict = field(default_factory=dict)  # a transfer run's phases (lab.specs.phases.summarize)
     layout: dict = field(default_factory=dict)  # world size and batches (lab.config.devices.DevicePlan.batches)
+    profile: dict | None = None  # where a steady step's time goes (lab.records.profile.breakdown), machine not named
 
 
 class Backend(Protocol):

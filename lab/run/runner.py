@@ -16,7 +16,7 @@ import numpy as np
 
 from datamodules import load_splits
 from lab.cli import run_command
-from lab.config.machine import machine_info
+from lab.config.machine import describe_device, machine_info
 from lab.config.settings import build_parser, make_settings, settings_from_args
 from lab.errors import LabError
 from lab.io import write_bytes_atomic
@@ -149,6 +149,7 @@ def build_results(backend: str, settings, splits, trained: Trained, loss: float,
         "machine": machine_info(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "extra": trained.extra,
+        "profile": None if trained.profile is None else {**trained.profile, "machine": describe_device(trained.device)},
     }
 
 

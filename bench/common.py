@@ -141,6 +141,16 @@ def interleaved_rounds(rounds: int, groups: list[str], ways: dict, run: Callable
     return results
 
 
+def thread_env(threads: int | None) -> dict[str, str]:
+    """Environment variables that give a new process `threads` compute threads in PyTorch (OpenMP) and TensorFlow
+    (its intra- and inter-op pools); none when threads is None. One thread each makes timings on a machine shared
+    with other work far steadier: PyTorch's threads wait for each other at the end of every operator, so one
+    descheduled thread stalls the other (bench/README.md, Several processes on the CPU)."""
+    if threads is None:
+        return {}
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+
+
 def benchmark_parser(module: str, doc: str) -> LabArgumentParser:
     """A benchmark's parser: `python -m bench.<module>` in its usage, the docstring's first line as its
     description, and bad flags reported as every command of the project reports them (one line, exit code 2)."""

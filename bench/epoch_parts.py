@@ -89,7 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
     parser.add_argument("--profiler", default=None, help="Lightning's profiler for the Trainer, e.g. simple")
     parser.add_argument("--cprofile", type=int, default=0, help="print the N slowest functions of the last epoch")
+    parser.add_argument("--threads", type=int, default=None, help="PyTorch's compute threads (default: its own)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from lab import frameworks
 

@@ -34,6 +34,7 @@ from bench.common import (
     plain_keras_fit,
     run_benchmark,
     steady,
+    thread_env,
 )
 from lab.io import write_json_atomic
 
@@ -41,7 +42,9 @@ EAGER = {"hand": "fair hand-written PyTorch loop", "bare-lightning": "bare Light
          "lightning": "project Lightning", "keras-fit": "plain Keras fit", "keras": "project Keras"}
 COMPILED = {"hand-compiled": "fair hand loop, torch.compile", "lightning-compiled": "project Lightning --compile",
             "keras-compiled": "project Keras --compile"}
+BASELINE = "@baseline"  # a way run from --baseline's copy of the project (an earlier commit)
 TORCH_ONLY = ("hand", "hand-compiled", "bare-lightning", "lightning", "lightning-compiled")
+PROJECT = ("bare-lightning", "lightning", "keras", "lightning-compiled", "keras-compiled")
 # (numerator, denominator, what it says)
 RATIOS = (("lightning", "hand", "project Lightning / fair hand loop (target <= 1.10x)"),
           ("bare-lightning", "hand", "bare Lightning Trainer / fair hand loop (Lightning's own loop)"),
@@ -158,11 +161,14 @@ def _child_argv(args, way: str, result: Path) -> list[str]:
 
 
 def fresh_process(args, way: str, logs: Path) -> dict:
-    """One run of `way` in a new process; its output goes to a log, its result comes back."""
+    """One run of `way` in a new process; its output goes to a log, its result comes back. A way ending in
+    BASELINE runs from --baseline's copy of the project."""
     result, log = logs / f"{way}.json", logs / f"{way}.log"
+    code = Path(args.baseline) if way.endswith(BASELINE) else REPO
     with log.open("a") as out:
-        done = subprocess.run(_child_argv(args, way, result), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        done = subprocess.run(_child_argv(args, way.removesuffix(BASELINE), result), cwd=code, stdout=out,
+                              stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(code), **thread_env(args.threads)})
     if done.returncode:
         raise SystemExit(f"{way} failed (exit {done.returncode}); its output: {log}")
     return json.loads(result.read_text())
@@ -181,7 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds over the ways (default 5)")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs for every way (default: auto)")
     parser.add_argument("--compile", action="store_true", help="add the compiled ways")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="compute threads of each way's process (PyTorch and TensorFlow; default: theirs)")
     parser.add_argument("--ways", default=None, help=f"comma-separated subset of {', '.join({**EAGER, **COMPILED})}")
+    parser.add_argument("--baseline", default=None,
+                        help="a copy of the project at an earlier commit (git archive COMMIT | tar -x -C DIR): each "
+                             "project way also runs from it, as WAY@baseline, for before/after ratios")
     parser.add_argument("--way", default=None, help=argparse.SUPPRESS)  # a child process: one run of one way
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -190,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     ways = {**EAGER, **(COMPILED if args.compile else {})}
     if args.ways:
         ways = {key: {**EAGER, **COMPILED}[key] for key in args.ways.split(",")}
+    if args.baseline:
+        ways = {**ways, **{k + BASELINE: f"{v} (baseline)" for k, v in ways.items() if k in PROJECT}}
     with tempfile.TemporaryDirectory() as logs:
         results = interleaved_rounds(args.rounds, ["speed"], {k: k for k in ways},
                                      lambda _, way: fresh_process(args, way, Path(logs)),
@@ -199,8 +212,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(args, ways: dict, results: dict) -> None:
     images = next(iter(results.values()))[0]["train_images"]
+    threads = f", {args.threads} thread(s) each" if args.threads else ""
     print(f"\n{args.model}, batch {args.batch_size}, {args.dataset} ({images} training images): median epoch (train + "
-          f"validation) after warm-up, {args.rounds} rounds of {args.epochs} epochs, each run a fresh process")
+          f"validation) after warm-up, {args.rounds} rounds of {args.epochs} epochs, each run a fresh process{threads}")
     per_round = {way: [steady(r["times"]) for r in runs] for way, runs in results.items()}
     for way, rounds in per_round.items():
         print(f"  {ways[way]:32s} " + "  ".join(f"{t:7.2f} s" for t in rounds))
@@ -211,7 +225,9 @@ def report(args, ways: dict, results: dict) -> None:
                                                                               "overhead_ms")}
             print(f"  profile of {ways[way]} (median of rounds): step {parts['step_ms']:.2f} ms = compute "
                   f"{parts['compute_ms']:.2f} + data {parts['data_ms']:.2f} + loop {parts['overhead_ms']:.2f}")
-    for mine, reference, what in RATIOS:
+    baseline = [(way, way + BASELINE, f"{ways[way]}: now / baseline")
+                for way in per_round if way + BASELINE in per_round]
+    for mine, reference, what in (*RATIOS, *baseline):
         if mine in per_round and reference in per_round:
             ratios = [m / r for m, r in zip(per_round[mine], per_round[reference])]
             print(f"  {what}: {statistics.median(ratios):.2f}x (rounds: "

@@ -21,41 +21,69 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = str(REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
 
 
-def hand_written_torch(settings, splits, epochs: int, device: str = "cpu") -> tuple[list[float], float]:
-    """A plain PyTorch loop over preloaded tensors: epoch times (train + validation) and test accuracy."""
+def hand_written_torch(settings, splits, epochs: int, device: str = "cpu",
+                       compiled: bool = False) -> tuple[list[float], float]:
+    """The fair hand-written PyTorch loop (fair_torch_loop): epoch times (train + validation) and test accuracy."""
+    history, test_acc = fair_torch_loop(settings, splits, epochs, device, compiled)
+    return [row["time/epoch_s"] for row in history], test_acc
+
+
+def fair_torch_loop(settings, splits, epochs: int, device: str = "cpu",
+                    compiled: bool = False) -> tuple[list[dict], float]:
+    """A plain PyTorch loop over preloaded tensors that computes what both backends record each epoch: the
+    training loss (the batches' mean losses weighted by their sizes) and accuracy, and the validation loss and
+    accuracy; the sums stay on the device until the epoch ends. Returns the history (the rows RunRecord writes)
+    and the test accuracy. compiled: the network under torch.compile, as --compile does."""
     import torch
     from torch.nn import functional as F
 
+    from lightning_modules.compiling import compile_network
     from lightning_modules.components import build_network
 
     torch.manual_seed(settings.seed)
     net = build_network(model_spec(settings, splits.input_shape, splits.num_classes), splits.input_shape,
                         splits.mean, splits.std).to(device)
+    if compiled:
+        compile_network(net)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr, eps=1e-7)
     x, y = torch.from_numpy(splits.train.images).to(device), torch.from_numpy(splits.train.labels).to(device)
-    times = []
+    history = []
     for epoch in range(epochs):
         start = time.perf_counter()
         net.train()
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
         order = torch.from_numpy(epoch_order(len(y), settings.seed, epoch, settings.batch_size)).to(device)
         for idx in order.split(settings.batch_size):
+            logits = net(x[idx])
+            loss = F.cross_entropy(logits, y[idx])
             opt.zero_grad()
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            loss.backward()
             opt.step()
-        _torch_accuracy(net, splits.val, device)
-        times.append(time.perf_counter() - start)  # .item() in _torch_accuracy synchronised the GPU
-    return times, _torch_accuracy(net, splits.test, device)
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == y[idx]).sum()
+        val_loss, val_acc = _torch_evaluate(net, splits.val, device)
+        seen = len(order)
+        history.append({"epoch": epoch + 1, "train/loss": loss_sum.item() / seen, "train/acc": correct.item() / seen,
+                        "val/loss": val_loss, "val/acc": val_acc,
+                        "time/epoch_s": time.perf_counter() - start})  # .item() synchronised the GPU
+    return history, _torch_evaluate(net, splits.test, device)[1]
 
 
-def _torch_accuracy(net, part, device) -> float:
+def _torch_evaluate(net, part, device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a split, in evaluation batches."""
     import torch
+    from torch.nn import functional as F
 
     net.eval()
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
     with torch.no_grad():
-        correct = sum((net(torch.from_numpy(part.images[i:i + EVAL_BATCH_SIZE]).to(device)).argmax(1).cpu()
-                       == torch.from_numpy(part.labels[i:i + EVAL_BATCH_SIZE])).sum().item()
-                      for i in range(0, len(part), EVAL_BATCH_SIZE))
-    return correct / len(part)
+        for i in range(0, len(part), EVAL_BATCH_SIZE):
+            images = torch.from_numpy(part.images[i:i + EVAL_BATCH_SIZE]).to(device)
+            labels = torch.from_numpy(part.labels[i:i + EVAL_BATCH_SIZE]).to(device)
+            logits = net(images)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+    return loss_sum.item() / len(part), correct.item() / len(part)
 
 
 def plain_keras_fit(settings, splits, epochs: int) -> list[float]:
@@ -111,6 +139,16 @@ def interleaved_rounds(rounds: int, groups: list[str], ways: dict, run: Callable
                 results[group][way].append(result)
                 print(f"round {round_ + 1}: {group}: {way}: " + line(result), flush=True)
     return results
+
+
+def thread_env(threads: int | None) -> dict[str, str]:
+    """Environment variables that give a new process `threads` compute threads in PyTorch (OpenMP) and TensorFlow
+    (its intra- and inter-op pools); none when threads is None. One thread each makes timings on a machine shared
+    with other work far steadier: PyTorch's threads wait for each other at the end of every operator, so one
+    descheduled thread stalls the other (bench/README.md, Several processes on the CPU)."""
+    if threads is None:
+        return {}
+    return {name: str(threads) for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
 
 
 def benchmark_parser(module: str, doc: str) -> LabArgumentParser:

@@ -1,36 +1,75 @@
-"""Speed: epochs of first_cnn (batch 32, Fashion-MNIST) five ways, in one process, in rounds.
+"""Speed: epochs of one model (default first_cnn, batch 32, Fashion-MNIST) in several ways, each way a fresh process
+of its own, as a user runs it, in interleaved rounds.
 
-    python -m bench.speed [--dataset fashion_mnist] [--epochs 3] [--rounds 3] [--gpus N]
+    python -m bench.speed [--rounds 5] [--epochs 3] [--compile] [--gpus 1] [--model cifar_cnn --batch-size 128 ...]
 
-The ways: a hand-written PyTorch loop over preloaded tensors; the project's Lightning path; a bare
-Lightning Trainer (the project's module and batches, no callbacks, logger or progress bar: Lightning's
-own loop); plain Keras model.fit on arrays; the project's Keras path. Each round runs every way for
---epochs epochs; the first epoch of each is warm-up and left out.
-Prints each way's median epoch time (train + validation) per round and the ratios the README records:
-project Lightning / hand-written loop, project Keras / plain Keras fit, each taken within a round (the
-two ways ran back to back) and then the median over the rounds, so a change in the machine's speed
-between rounds does not enter a ratio.
+The ways: the fair hand-written PyTorch loop (bench.common.fair_torch_loop: the training loss and accuracy and the
+validation metrics both backends record, over preloaded tensors); a bare Lightning Trainer (the project's module
+and batches, no callbacks, logger, checkpoints or progress bar: Lightning's own loop); the project's Lightning
+path; plain Keras model.fit on arrays; the project's Keras path. --compile adds the hand loop under
+torch.compile and both project paths with --compile. Each round runs every way once, in reverse order every
+other round; the first epoch of each run is warm-up (and compiling) and left out.
+
+Prints each way's median epoch (train + validation) per round, the project paths' per-step profiles
+(results.json "profile"), and the ratios, each taken within a round and then the median over the rounds:
+project Lightning / fair hand loop (target <= 1.10x), project Keras / plain Keras fit (target <= 1.02x), ...
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import benchmark_parser, hand_written_torch, plain_keras_fit, run_benchmark
-from datamodules import load_splits
-from lab.config.settings import make_settings
-from lab.run.backend import get_backend
+from bench.common import (
+    REPO,
+    benchmark_parser,
+    fair_torch_loop,
+    interleaved_rounds,
+    plain_keras_fit,
+    run_benchmark,
+    steady,
+    thread_env,
+)
+from lab.io import write_json_atomic
+
+EAGER = {"hand": "fair hand-written PyTorch loop", "bare-lightning": "bare Lightning Trainer",
+         "lightning": "project Lightning", "keras-fit": "plain Keras fit", "keras": "project Keras"}
+COMPILED = {"hand-compiled": "fair hand loop, torch.compile", "lightning-compiled": "project Lightning --compile",
+            "keras-compiled": "project Keras --compile"}
+BASELINE = "@baseline"  # a way run from --baseline's copy of the project (an earlier commit)
+TORCH_ONLY = ("hand", "hand-compiled", "bare-lightning", "lightning", "lightning-compiled")
+PROJECT = ("bare-lightning", "lightning", "keras", "lightning-compiled", "keras-compiled")
+# (numerator, denominator, what it says)
+RATIOS = (("lightning", "hand", "project Lightning / fair hand loop (target <= 1.10x)"),
+          ("bare-lightning", "hand", "bare Lightning Trainer / fair hand loop (Lightning's own loop)"),
+          ("keras", "keras-fit", "project Keras / plain Keras fit (target <= 1.02x)"),
+          ("keras", "lightning", "project Keras / project Lightning"),
+          ("lightning-compiled", "hand-compiled", "project Lightning --compile / compiled hand loop"),
+          ("lightning-compiled", "lightning", "project Lightning --compile / eager"),
+          ("hand-compiled", "hand", "compiled hand loop / eager"),
+          ("keras-compiled", "keras", "project Keras --compile / eager"))
 
 
-def project_times(backend: str, settings, splits) -> list[float]:
-    """Epoch times (train + validation) of one run of the project's own training on `backend`."""
+def project_run(backend: str, settings, splits) -> tuple[list[float], dict | None]:
+    """Epoch times (train + validation) and per-step profile of one run of the project's own training."""
+    from lab.run.backend import get_backend
+
     trainer = get_backend(backend)
     plan = trainer.plan_devices(settings)
     with tempfile.TemporaryDirectory() as tmp:
         trained = trainer.train(settings, splits, Path(tmp), plan, resume=False)
-    return [row["time/epoch_s"] for row in trained.record.history]
+    return [row["time/epoch_s"] for row in trained.record.history], trained.profile
+
+
+def project_times(backend: str, settings, splits) -> list[float]:
+    """Epoch times (train + validation) of one run of the project's own training on `backend`."""
+    return project_run(backend, settings, splits)[0]
 
 
 def bare_lightning_times(settings, splits) -> list[float]:
@@ -40,6 +79,7 @@ def bare_lightning_times(settings, splits) -> list[float]:
 
     from callbacks.lightning_recorder import synchronize
     from datamodules.torch_data import ArraysDataModule
+    from lab.run.backend import get_backend
     from lightning_modules.training import build_module
 
     class EpochClock(pl.Callback):
@@ -63,50 +103,135 @@ def bare_lightning_times(settings, splits) -> list[float]:
     return clock.times
 
 
-def _torch_device(settings) -> str:
-    return "cuda" if get_backend("lightning").plan_devices(settings).accelerator == "gpu" else "cpu"
+def run_way(way: str, settings, splits) -> tuple[list[float], dict | None]:
+    """One way in this process: (epoch times, the project path's profile or None)."""
+    from dataclasses import replace
+
+    if way in ("hand", "hand-compiled"):
+        device = "cuda" if _accelerator(settings) == "gpu" else "cpu"
+        history, _ = fair_torch_loop(settings, splits, settings.epochs, device, compiled=way == "hand-compiled")
+        return [row["time/epoch_s"] for row in history], None
+    if way == "bare-lightning":
+        return bare_lightning_times(settings, splits), None
+    if way == "keras-fit":
+        return plain_keras_fit(settings, splits, settings.epochs), None
+    backend = way.split("-")[0]
+    return project_run(backend, replace(settings, compile=way.endswith("-compiled")), splits)
+
+
+def _accelerator(settings) -> str:
+    from lab.run.backend import get_backend
+
+    return get_backend("lightning").plan_devices(settings).accelerator
+
+
+def _settings(args):
+    from lab.config.settings import make_settings
+
+    values = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "model": args.model,
+              "batch_size": args.batch_size, "gpus": args.gpus, "train_images": args.train_images}
+    for name in ("width", "depth"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return make_settings(values)
+
+
+def child(args) -> None:
+    """--way: one run of one way, its result written to --result as JSON."""
+    if args.way in TORCH_ONLY:
+        from lab import frameworks
+
+        frameworks.without_tensorflow()  # as train_lightning.py: this process never runs Keras
+    from datamodules import load_splits
+
+    settings = _settings(args)
+    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
+                         train_images=settings.train_images)
+    times, profile = run_way(args.way, settings, splits)
+    write_json_atomic(args.result, {"times": times, "profile": profile, "train_images": len(splits.train)})
+
+
+def _child_argv(args, way: str, result: Path) -> list[str]:
+    argv = [sys.executable, "-m", "bench.speed", "--way", way, "--result", str(result), "--dataset", args.dataset,
+            "--epochs", str(args.epochs), "--model", args.model, "--batch-size", str(args.batch_size)]
+    for name in ("data_dir", "gpus", "train_images", "width", "depth"):
+        if getattr(args, name) is not None:
+            argv += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    return argv
+
+
+def fresh_process(args, way: str, logs: Path) -> dict:
+    """One run of `way` in a new process; its output goes to a log, its result comes back. A way ending in
+    BASELINE runs from --baseline's copy of the project."""
+    result, log = logs / f"{way}.json", logs / f"{way}.log"
+    code = Path(args.baseline) if way.endswith(BASELINE) else REPO
+    with log.open("a") as out:
+        done = subprocess.run(_child_argv(args, way.removesuffix(BASELINE), result), cwd=code, stdout=out,
+                              stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(code), **thread_env(args.threads)})
+    if done.returncode:
+        raise SystemExit(f"{way} failed (exit {done.returncode}); its output: {log}")
+    return json.loads(result.read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser("speed", __doc__)
     parser.add_argument("--dataset", default="fashion_mnist", help="dataset (default fashion_mnist)")
     parser.add_argument("--data-dir", default=None, help="where the dataset files are")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per way and round; the first is warm-up")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over the five ways (default 3)")
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs for the project paths (default: auto)")
+    parser.add_argument("--model", default="first_cnn", help="model (default first_cnn)")
+    parser.add_argument("--width", type=int, default=None, help="cifar_cnn width")
+    parser.add_argument("--depth", type=int, default=None, help="cifar_cnn depth")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument("--train-images", type=int, default=None, help="training images (default: all)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over the ways (default 5)")
+    parser.add_argument("--gpus", type=int, default=None, help="GPUs for every way (default: auto)")
+    parser.add_argument("--compile", action="store_true", help="add the compiled ways")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="compute threads of each way's process (PyTorch and TensorFlow; default: theirs)")
+    parser.add_argument("--ways", default=None, help=f"comma-separated subset of {', '.join({**EAGER, **COMPILED})}")
+    parser.add_argument("--baseline", default=None,
+                        help="a copy of the project at an earlier commit (git archive COMMIT | tar -x -C DIR): each "
+                             "project way also runs from it, as WAY@baseline, for before/after ratios")
+    parser.add_argument("--way", default=None, help=argparse.SUPPRESS)  # a child process: one run of one way
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    settings = make_settings({"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
-                              "batch_size": 32, "model": "first_cnn", "gpus": args.gpus})
-    splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction)
-    ways = {
-        "hand-written PyTorch loop":
-            lambda: hand_written_torch(settings, splits, args.epochs, _torch_device(settings))[0],
-        "project Lightning": lambda: project_times("lightning", settings, splits),
-        "bare Lightning Trainer": lambda: bare_lightning_times(settings, splits),
-        "plain Keras fit": lambda: plain_keras_fit(settings, splits, args.epochs),
-        "project Keras": lambda: project_times("keras", settings, splits),
-    }
-    steady = {name: [] for name in ways}  # per round: the median epoch after warm-up
-    for round_ in range(args.rounds):
-        for name, way in ways.items():
-            times = way()
-            steady[name].append(statistics.median(times[1:]))
-            print(f"round {round_ + 1}: {name}: " + ", ".join(f"{t:.2f}" for t in times) + " s", flush=True)
-    print(f"\nfirst_cnn, batch 32, {settings.dataset} ({len(splits.train)} train images): median epoch "
-          f"(train + validation) after warm-up, {args.rounds} rounds of {args.epochs} epochs")
-    for name, rounds in steady.items():
-        print(f"  {name:28s} " + "  ".join(f"{t:7.2f} s" for t in rounds))
-    # Ratios within a round, where the two ways ran back to back; then their median over the rounds.
-    lightning = _median_ratio(steady["project Lightning"], steady["hand-written PyTorch loop"])
-    bare = _median_ratio(steady["bare Lightning Trainer"], steady["hand-written PyTorch loop"])
-    keras = _median_ratio(steady["project Keras"], steady["plain Keras fit"])
-    print(f"  project Lightning / hand-written loop: {lightning:.2f}x (target <= 1.10x)")
-    print(f"  bare Lightning Trainer / hand-written loop: {bare:.2f}x (Lightning's own loop)")
-    print(f"  project Keras / plain Keras fit:      {keras:.2f}x (target <= 1.05x)")
+    if args.way:
+        return child(args)
+    ways = {**EAGER, **(COMPILED if args.compile else {})}
+    if args.ways:
+        ways = {key: {**EAGER, **COMPILED}[key] for key in args.ways.split(",")}
+    if args.baseline:
+        ways = {**ways, **{k + BASELINE: f"{v} (baseline)" for k, v in ways.items() if k in PROJECT}}
+    with tempfile.TemporaryDirectory() as logs:
+        results = interleaved_rounds(args.rounds, ["speed"], {k: k for k in ways},
+                                     lambda _, way: fresh_process(args, way, Path(logs)),
+                                     lambda r: ", ".join(f"{t:.2f}" for t in r["times"]) + " s")["speed"]
+    report(args, ways, results)
 
 
-def _median_ratio(mine: list[float], reference: list[float]) -> float:
-    return statistics.median(m / r for m, r in zip(mine, reference))
+def report(args, ways: dict, results: dict) -> None:
+    images = next(iter(results.values()))[0]["train_images"]
+    threads = f", {args.threads} thread(s) each" if args.threads else ""
+    print(f"\n{args.model}, batch {args.batch_size}, {args.dataset} ({images} training images): median epoch (train + "
+          f"validation) after warm-up, {args.rounds} rounds of {args.epochs} epochs, each run a fresh process{threads}")
+    per_round = {way: [steady(r["times"]) for r in runs] for way, runs in results.items()}
+    for way, rounds in per_round.items():
+        print(f"  {ways[way]:32s} " + "  ".join(f"{t:7.2f} s" for t in rounds))
+    for way, runs in results.items():
+        profiles = [r["profile"] for r in runs if r.get("profile")]
+        if profiles:
+            parts = {k: statistics.median(p[k] for p in profiles) for k in ("step_ms", "compute_ms", "data_ms",
+                                                                              "overhead_ms")}
+            print(f"  profile of {ways[way]} (median of rounds): step {parts['step_ms']:.2f} ms = compute "
+                  f"{parts['compute_ms']:.2f} + data {parts['data_ms']:.2f} + loop {parts['overhead_ms']:.2f}")
+    baseline = [(way, way + BASELINE, f"{ways[way]}: now / baseline")
+                for way in per_round if way + BASELINE in per_round]
+    for mine, reference, what in (*RATIOS, *baseline):
+        if mine in per_round and reference in per_round:
+            ratios = [m / r for m, r in zip(per_round[mine], per_round[reference])]
+            print(f"  {what}: {statistics.median(ratios):.2f}x (rounds: "
+                  + ", ".join(f"{r:.2f}" for r in ratios) + ")")
 
 
 if __name__ == "__main__":

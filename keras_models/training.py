@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from callbacks.keras_checkpoint import LastCheckpoint, find_last
+from callbacks.keras_profile import StepClock
 from callbacks.keras_recorder import KerasRecorder
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
@@ -19,6 +20,7 @@ from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
 from keras_models.augment import apply_numpy, build_augment
 from keras_models.backbones import TransferModel, build_transfer_model, set_trainable, transfer_parts
 from keras_models.network import build_model, count_params
+from keras_models.profiling import measure
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
 from lab.config.launch import Launch, detect
@@ -48,7 +50,7 @@ class KerasBackend:
         _configure_gpus(gpus, hide=plan.accelerator == "cpu")
         if plan.accelerator == "cpu":
             _configure_cpus(plan.per_node)
-            tf.config.experimental.enable_op_determinism()
+            _op_determinism(not settings.compile)
         keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
         return plan
 
@@ -77,18 +79,37 @@ class KerasBackend:
 BACKEND = KerasBackend()
 
 
-def compile_model(model: keras.Model, optimizer: str, lr: float) -> keras.Model:
+def compile_model(model: keras.Model, optimizer: str, lr: float, xla: bool = False) -> keras.Model:
+    """Keras' compile; xla (--compile) is jit_compile, given always: Keras' "auto" would use XLA on a GPU only."""
     opt = keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd" else keras.optimizers.Adam(lr)
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")])
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")], jit_compile=xla)
+    return _check_xla(model, xla)
+
+
+def _check_xla(model: keras.Model, xla: bool) -> keras.Model:
+    """Keras turns jit_compile off, with a warning only, where XLA cannot run the model: refuse instead."""
+    if xla and not model.jit_compile:
+        raise LabError("--compile cannot compile this model with XLA here (Keras turned jit_compile off: a layer "
+                       "without XLA support, or a Mac's GPU); drop --compile.")
     return model
+
+
+def _op_determinism(on: bool) -> None:
+    """Deterministic ops on the CPU; off for --compile, as Keras runs no XLA under them."""
+    from tensorflow.python.framework import config
+
+    if on:
+        config.enable_op_determinism()
+    else:
+        config.disable_op_determinism()
 
 
 def build_compiled(settings, splits: DataSplits) -> keras.Model:
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
     model = build_model(spec, splits.input_shape, splits.mean, splits.std, name=settings.model,
                         sync_batchnorm=settings.sync_batchnorm)
-    return compile_model(model, settings.optimizer, settings.lr)
+    return compile_model(model, settings.optimizer, settings.lr, settings.compile)
 
 
 def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
@@ -110,19 +131,24 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
     writer = tf.summary.create_file_writer(str(run_dir))
     phases = plan_phases(settings, len(parts.blocks) if parts else 0)
+    clock = StepClock(gpu=plan.num_gpus > 0) if settings.profile and plan.world_size == 1 else None
+    extra = [*extra, clock] if clock else extra
     for index, phase in enumerate(phases):
         if phase.end <= done:  # resumed after this phase
             continue
         if parts is not None and not phase.start < done:  # a transfer phase starting now, not resumed inside it
             set_trainable(parts, phase)
-            compile_model(model, settings.optimizer, phase.lr)
+            compile_model(model, settings.optimizer, phase.lr, settings.compile)
         _fit(model, settings, splits, phase, max(done, phase.start), plan.world_size,
              _callbacks(record, writer, run_dir / CHECKPOINTS_DIR, phase, phases[-1].end) + extra)
         if log is not None and index < len(phases) - 1:
             log.finish_phase(index, phase_stats(count_params(model), _predict(model, splits), splits.test.labels))
     tested = _best_model(run_dir) if settings.test_weights == "best" else model
-    return trained(_predict(tested, splits), splits.test.labels, count_params(model), record, plan.describe(),
-                   plan.batches(settings.batch_size), settings.test_weights, log, phases)
+    profile = measure(model, lambda: _pipeline(settings, splits, 0, 1), clock, plan.num_gpus > 0) if clock else None
+    result = trained(_predict(tested, splits), splits.test.labels, count_params(model), record, plan.describe(),
+                     plan.batches(settings.batch_size), settings.test_weights, log, phases)
+    result.profile = profile
+    return result
 
 
 def _best_model(run_dir: Path) -> keras.Model:
@@ -144,6 +170,8 @@ def _model(settings, splits: DataSplits, run_dir: Path, resume: bool,
     saved = find_last(run_dir / CHECKPOINTS_DIR) if resume else []
     if saved:
         model = keras.models.load_model(saved[0][0], safe_mode=True)
+        model.jit_compile = settings.compile  # a checkpoint holds its own; the run's settings decide
+        _check_xla(model, settings.compile)
         return model, transfer_parts(model, settings, splits) if log is not None else None, saved[0][1]
     if log is None:
         return build_compiled(settings, splits), None, 0
@@ -163,11 +191,15 @@ def _new_transfer_model(settings, splits: DataSplits, log: TransferLog) -> Trans
     return parts
 
 
+def _pipeline(settings, splits: DataSplits, first: int, end: int, replicas: int = 1):
+    return train_dataset(splits.train, settings.batch_size, settings.seed, first, end,
+                         augment=build_augment(settings, splits.input_shape[:2]), replicas=replicas)
+
+
 def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: int, replicas: int,
          callbacks: list) -> None:
     model.fit(
-        train_dataset(splits.train, settings.batch_size, settings.seed, first, phase.end,
-                      augment=build_augment(settings, splits.input_shape[:2]), replicas=replicas),
+        _pipeline(settings, splits, first, phase.end, replicas),
         epochs=phase.end, initial_epoch=first, shuffle=False,  # the pipeline shuffles
         verbose=1 if progress_mode() == "bar" else 0,  # else KerasRecorder prints one line per epoch, or nothing
         steps_per_epoch=steps_per_epoch(splits.train, settings.batch_size, replicas),

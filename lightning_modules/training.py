@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from callbacks.lightning_checkpoint import BEST_FILENAME, LastPhaseBest
 from callbacks.lightning_finetuning import PhaseFinetuning
+from callbacks.lightning_profile import StepClock
 from callbacks.lightning_progress import ThrottledRichProgressBar
 from callbacks.lightning_recorder import LightningRecorder
 from datamodules.base import DataSplits
@@ -34,10 +35,12 @@ from lab.specs.models import model_spec
 from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import resolve_weights
 from lightning_modules.classifier import ImageClassifier, TransferClassifier
+from lightning_modules.compiling import check_compiler, compile_network
 from lightning_modules.components import build_network, count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferNet, build_transfer_net
 from lightning_modules.distributed import build_strategy
+from lightning_modules.profiling import measure
 from lightning_modules.weights import load_initial_weights
 
 LAST_CKPT = "last.ckpt"
@@ -51,6 +54,8 @@ class LightningBackend:
         if settings.sync_batchnorm and plan.accelerator == "cpu" and plan.world_size > 1:
             raise LabError("--sync-batchnorm needs GPUs on Lightning: PyTorch's SyncBatchNorm runs on CUDA only; "
                            "drop it on the CPU.")
+        if settings.compile:
+            check_compiler(plan.accelerator)
         return plan
 
     def is_writer(self, plan: DevicePlan) -> bool:
@@ -98,12 +103,16 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
         callbacks = (*callbacks, EarlyStopping("val/acc", mode="max", patience=patience))
     if settings.save_augmented and writer:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
+    clock = StepClock() if settings.profile and writer else None
+    callbacks = (*callbacks, clock) if clock else callbacks
     trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, phases, callbacks),
                          strategy=build_strategy(plan, transfer=tnet is not None))
     with warnings.catch_warnings():
         # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
         warnings.filterwarnings("ignore", message="The dirpath has changed")
-        trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed), ckpt_path=ckpt)
+        data = ArraysDataModule(splits, settings.batch_size, settings.seed)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    profile = measure(trainer, module, data, clock) if clock else None
     if plan.strategy == "ddp_spawn" and plan.world_size > 1:  # trained in spawned processes: read what rank 0 saved
         record.restore(epochs_done=phases[-1].end)
         if log is not None:
@@ -111,9 +120,11 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
     device = trainer.strategy.root_device
     if settings.test_weights == "best" and writer:  # the other ranks' test logits are never used
         _load_best(module, run_dir)
-    return trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
-                   record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
-                   plan.batches(settings.batch_size), settings.test_weights, log, phases)
+    result = trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
+                     record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
+                     plan.batches(settings.batch_size), settings.test_weights, log, phases)
+    result.profile = profile
+    return result
 
 
 def _load_best(module: ImageClassifier, run_dir: Path) -> None:
@@ -126,8 +137,16 @@ def _load_best(module: ImageClassifier, run_dir: Path) -> None:
 
 def _module(settings, splits: DataSplits, run_dir: Path, fresh: bool,
             persist: bool) -> tuple[ImageClassifier, TransferNet | None, TransferLog | None]:
-    """The LightningModule and, for a transfer run, its blocks and phase log; a fresh transfer run loads its
-    initial weights (a resumed one continues from its checkpoint instead)."""
+    """The LightningModule (its network compiled with --compile) and, for a transfer run, its blocks and phase
+    log; a fresh transfer run loads its initial weights (a resumed one continues from its checkpoint instead)."""
+    module, tnet, log = _eager_module(settings, splits, run_dir, fresh, persist)
+    if settings.compile:
+        compile_network(module.net)
+    return module, tnet, log
+
+
+def _eager_module(settings, splits: DataSplits, run_dir: Path, fresh: bool,
+                  persist: bool) -> tuple[ImageClassifier, TransferNet | None, TransferLog | None]:
     if not is_transfer(settings):
         return build_module(settings, splits, build_augment(settings)), None, None
     source = resolve_weights(settings.weights, "lightning", settings.model)

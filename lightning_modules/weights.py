@@ -13,6 +13,7 @@ import torchvision
 from lab.errors import LabError, one_line
 from lab.io import download_timeout
 from lab.specs.weight_sources import WeightsSource, head_status, keeps_head, mismatch_sentence
+from lightning_modules.compiling import eager_keys
 from lightning_modules.components.backbones import ZOO_CLASSIFIER, BackboneNet, TransferNet
 
 
@@ -50,7 +51,9 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         raise LabError(f"--weights {path} does not load as a PyTorch weights file ({first}); give a "
                        "state dict (.pth) or a Lightning checkpoint (.ckpt) of plain tensors.") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a Lightning checkpoint
-        obj = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+        obj = {k[len("net."):]: v for k, v in eager_keys(obj["state_dict"]).items() if k.startswith("net.")}
+    elif isinstance(obj, dict):
+        obj = eager_keys(obj)  # a state dict of a network wrapped as torch.compile(net)
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise LabError(f"--weights {path} holds no network weights (a state dict of tensors or a Lightning "
                        "checkpoint); give the checkpoint of a run or a torchvision .pth file.")

@@ -156,9 +156,9 @@ def test_softmax_applied_once_in_the_lightning_loss():
         labels = logits.argmin(dim=1)  # the least likely class: one softmax costs far more than two could
         with torch.no_grad():
             loss = float(module.training_step((images, labels), 1))
-            module.val_loss.reset()
+            module.val_metrics.reset()
             module.validation_step((images, labels), 0)
-            val_loss = float(module.val_loss.compute())
+            val_loss = float(module.val_metrics.compute()[0])
         assert float(F.cross_entropy(outputs, labels)) == pytest.approx(loss, rel=1e-5)
         for value, what in ((loss, "training_step's loss"), (val_loss, "validation loss")):
             _check_softmax_once(value, logits.numpy(), outputs.numpy(), labels.numpy(), what)

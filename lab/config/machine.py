@@ -68,3 +68,10 @@ def describe(machine: dict) -> str:
     gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
     libs = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items() if v)
     return f"{machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('ram_gib')} GiB RAM, {gpus}; {libs}"
+
+
+def describe_device(device: str) -> str:
+    """The device a run trained on (lab.config.devices.DevicePlan.describe) and the CPU beside it, e.g.
+    'cpu: AMD EPYC 7B13, 2 cores' or 'gpu x1 (NVIDIA H200); CPU AMD EPYC 9654, 16 cores'."""
+    cpu = f"{cpu_model()}, {os.cpu_count()} cores"
+    return f"{device}: {cpu}" if device.startswith("cpu") else f"{device}; CPU {cpu}"

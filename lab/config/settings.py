@@ -73,6 +73,8 @@ class ExperimentSettings:
     strategy: str = "auto"
     sync_batchnorm: bool = False
     precision: str = "32"
+    compile: bool = False
+    profile: bool = True
 
     @property
     def experiment(self) -> str:
@@ -140,6 +142,10 @@ HELP = {
     "strategy": "Lightning: the Trainer's strategy with several devices: auto (ddp), ddp or ddp_spawn",
     "sync_batchnorm": "synchronise BatchNorm statistics across devices (true/false)",
     "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
+    "compile": "compile the network for speed: torch.compile (Lightning; needs a C++ compiler on the CPU, triton "
+               "on a GPU) or XLA (Keras' jit_compile); the first epoch then includes the compiling (true/false)",
+    "profile": "after training, time where a steady step goes (compute, data, the framework's loop) for "
+               "results.json and the lab report; about a second (true/false)",
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
            "strategy": STRATEGIES, "test_weights": TEST_WEIGHTS,

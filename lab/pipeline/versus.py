@@ -4,10 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.pipeline.plan import TITLES
-from lab.pipeline.writeup import curves_figure
+from lab.pipeline.writeup import curves_figure, rel
 from lab.records.results import load_results
 from lab.reports.commentary import Spread, versus_sentence
 from lab.reports.comparison import run_row
+from lab.reports.plots import profile_figure, save_png
 from lab.reports.report import markdown_table
 
 COLUMNS = ("Experiment", "Keras accuracy", "Lightning accuracy", "Keras time", "Lightning time",
@@ -24,11 +25,32 @@ def versus_part(runs: dict, sections: list[str], out: Path, spread: Spread | Non
         lines += [f"## {TITLES[section]}", "", markdown_table(COLUMNS, [_row(key, *pairs[key]) for key in keys]), ""]
         for key in keys:
             keras, lightning = pairs[key]
-            figure = curves_figure([runs["keras"][section][key], runs["lightning"][section][key]], out,
-                                   f"versus-{key}")
+            pair = [runs["keras"][section][key], runs["lightning"][section][key]]
             lines += [f"{key}: {versus_sentence('Keras', keras, 'PyTorch Lightning', lightning, spread)}", "",
-                      figure, ""]
+                      curves_figure(pair, out, f"versus-{key}"), "", *profile_part(pair, out, key)]
     return lines
+
+
+def profile_part(pair: list[Path], out: Path, key: str) -> list[str]:
+    """The two runs' steady steps side by side (results.json "profile"): a sentence and a stacked-bar figure;
+    nothing where a run has no profile."""
+    profiles = [(name, load_results(d).get("profile")) for name, d in zip(("Keras", "Lightning"), pair)]
+    if any(profile is None for _, profile in profiles):
+        return []
+    path = out / "comparisons" / f"profile-{key}.png"
+    save_png(profile_figure(profiles), path)
+    return [profile_sentence(profiles), "", f'<img src="{rel(path, out)}" height="160" />', ""]
+
+
+def profile_sentence(profiles: list[tuple[str, dict]]) -> str:
+    machines = [p["machine"] for _, p in profiles]
+    where = f"on {machines[0]}" if len(set(machines)) == 1 else ", ".join(
+        f"{name} on {m}" for (name, _), m in zip(profiles, machines))
+    parts = "; ".join(f"{name} {p['step_ms']:.2f} ms: compute {p['compute_ms']:.2f}, data {p['data_ms']:.2f}, "
+                      f"the framework's loop {p['overhead_ms']:.2f}" for name, p in profiles)
+    return (f"A steady training step {where}, measured after training over {profiles[0][1]['steps']} steps of the "
+            f"last epoch, the compute and the data pipeline timed apart: {parts} (a negative loop share: batches "
+            "prepared while the step computed; a profile on a GPU differs).")
 
 
 def _rows(keras_dir: Path, lightning_dir: Path) -> tuple[dict, dict]:

@@ -19,8 +19,8 @@ from lab.config.settings import (
     make_settings,
 )
 from lab.io import write_text_atomic
-from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
 from lab.pipeline.lab_progress import LabProgress, Step
+from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part

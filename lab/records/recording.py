@@ -53,10 +53,14 @@ class RunRecord:
             saved = json.loads(self.path.read_text())
             self.history = [r for r in saved["history"] if r["epoch"] <= epochs_done]
 
-    def timing(self) -> dict:
+    def timing(self, compiled: bool = False) -> dict:
+        """compiled (--compile): compile_s is the first epoch's time beyond a steady epoch, where the compiling
+        happens (with the warm-up an eager run has too); None with a single epoch, which cannot tell them apart."""
         times = [r["time/epoch_s"] for r in self.history]
+        compile_s = round(times[0] - statistics.median(times[1:]), 3) if compiled and len(times) > 1 else None
         if not times:
-            return {"total_s": 0.0, "first_epoch_s": None, "steady_epoch_s": None, "epoch_s": [], "images_per_s": None}
+            return {"total_s": 0.0, "first_epoch_s": None, "steady_epoch_s": None, "epoch_s": [], "images_per_s": None,
+                    "compiled": compiled, "compile_s": None}
         steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
         return {
             "total_s": round(sum(times), 3),
@@ -64,4 +68,6 @@ class RunRecord:
             "steady_epoch_s": round(steady, 3),
             "epoch_s": [round(t, 3) for t in times],
             "images_per_s": round(self.train_images / steady, 1) if steady > 0 else None,
+            "compiled": compiled,
+            "compile_s": compile_s,
         }

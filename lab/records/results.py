@@ -8,13 +8,17 @@ Fields:
   params               {"total": int, "trainable": int}
   test                 {"loss": float, "accuracy": float,  (accuracy micro-averaged, in [0, 1])
                         "weights": "last" | "best", "weights_epoch": int}  (--test-weights: the epoch tested)
-  timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s"}
+  timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s",
+                        "compiled" (--compile), "compile_s" (a compiled run's first epoch beyond a steady one)}
   history              [{"epoch": 1, "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s"}, ...]
   epochs_run           int
   class_names          [str, ...]
   machine              lab.config.machine.machine_info()
   finished_at          ISO time
   extra                backend- or experiment-specific additions (phases of transfer learning, ...)
+  profile              a steady training step in ms, measured after training (lab.records.profile): {"step_ms",
+                       "compute_ms", "data_ms", "overhead_ms", "steps", "machine"}; null with --profile false,
+                       on Keras with several replicas, or with epochs too short to time
 """
 from __future__ import annotations
 

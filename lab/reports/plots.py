@@ -124,6 +124,28 @@ def val_curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
     return fig
 
 
+PROFILE_PARTS = (("compute_ms", "compute (forward, backward, optimizer)"), ("data_ms", "data pipeline"),
+                 ("overhead_ms", "framework's loop"))
+
+
+def profile_figure(profiles: list[tuple[str, dict]]) -> Figure:
+    """A steady training step of each (label, results.json profile) as a stacked horizontal bar in ms; a negative
+    overhead (data prepared while the step computes) is drawn as zero."""
+    fig = Figure(figsize=(7, 0.9 + 0.45 * len(profiles)), layout="constrained")
+    ax = fig.subplots()
+    labels = [label for label, _ in profiles]
+    left = np.zeros(len(profiles))
+    for key, name in PROFILE_PARTS:
+        widths = np.array([max(profile[key], 0.0) for _, profile in profiles])
+        ax.barh(labels, widths, left=left, label=name)
+        left += widths
+    ax.invert_yaxis()
+    ax.set(xlabel="ms per training step", title="Where a steady training step goes")
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
+    return fig
+
+
 def to_array(fig: Figure) -> np.ndarray:
     """The figure rendered once, as an H x W x 4 uint8 array (what the PNG holds, and what TensorBoard shows)."""
     canvas = FigureCanvasAgg(fig)

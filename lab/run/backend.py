@@ -47,6 +47,7 @@ class Trained:
     extra: dict = field(default_factory=dict)  # a transfer run's phases (lab.specs.phases.summarize)
     layout: dict = field(default_factory=dict)  # world size and batches (lab.config.devices.DevicePlan.batches)
     tested: dict = field(default_factory=dict)  # which weights gave test_logits (tested_weights)
+    profile: dict | None = None  # where a steady step's time goes (lab.records.profile.breakdown), machine not named
 
 
 class Backend(Protocol):

@@ -16,7 +16,7 @@ import numpy as np
 
 from lab.cli import run_command
 from lab.config.data import load_data
-from lab.config.machine import machine_info
+from lab.config.machine import describe_device, machine_info
 from lab.config.settings import build_parser, make_settings, settings_from_args
 from lab.errors import LabError
 from lab.io import write_bytes_atomic
@@ -141,7 +141,7 @@ def build_results(backend: str, settings, splits, trained: Trained, loss: float,
         "hyperparameters": settings.to_dict(),
         "params": {"total": trained.params.total, "trainable": trained.params.trainable},
         "test": {"loss": loss, "accuracy": acc, **trained.tested},
-        "timing": trained.record.timing(),
+        "timing": trained.record.timing(compiled=settings.compile),
         "history": trained.record.history,
         "epochs_run": len(trained.record.history),
         "class_names": list(splits.class_names),
@@ -150,6 +150,7 @@ def build_results(backend: str, settings, splits, trained: Trained, loss: float,
         "machine": machine_info(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "extra": trained.extra,
+        "profile": None if trained.profile is None else {**trained.profile, "machine": describe_device(trained.device)},
     }
 
 
@@ -166,4 +167,6 @@ def print_summary(results: dict, run_dir: Path) -> None:
     print(f"test accuracy {results['test']['accuracy']:.2%}, test loss {results['test']['loss']:.4f}")
     print(f"training time {t['total_s']:.2f} s (first epoch {t['first_epoch_s']:.2f} s, then "
           f"{t['steady_epoch_s']:.2f} s per epoch, {t['images_per_s']:,.0f} images/s)")
+    if t.get("compile_s") is not None:
+        print(f"compiled: the first epoch took {t['compile_s']:.2f} s more than a steady one, compiling included")
     print(f"results: {run_dir}")

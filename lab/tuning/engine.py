@@ -236,7 +236,8 @@ class LabTuner(kt.Tuner):
         problem = self.constraint.problem(values)
         if problem:  # the oracle does not propose these; a guard for edited state files
             raise kt.errors.FailedTrialError(f"this configuration cannot be built: {problem}")
-        settings = trial_settings(self.base, overrides_of(values), epochs=values.get("tuner/epochs", self.base.epochs))
+        settings = trial_settings(self.base, overrides_of(values), epochs=values.get("tuner/epochs", self.base.epochs),
+                                  profile=False)  # a trial's step profile would go nowhere
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         parent = values.get("tuner/trial_id")
         resume = _prepare(trial_dir, settings.to_dict(), Path(self.get_trial_dir(parent)) if parent else None)

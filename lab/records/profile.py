@@ -31,11 +31,15 @@ def window(steps_per_epoch: int) -> tuple[int, int] | None:
     return (SKIP, SKIP + blocks * BLOCK) if blocks else None
 
 
+def no_sync() -> None:
+    """Nothing to wait for (the CPU). A function, not a lambda: a StepWindow travels to ddp_spawn's processes."""
+
+
 class StepWindow:
     """Fed each epoch's start (epoch_start) and every batch start (batch_start); step_ms is the in-loop step of
     the last epoch whose window closed, None before one has. sync() waits for the accelerator's queued work."""
 
-    def __init__(self, sync: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, sync: Callable[[], None] = no_sync, clock: Callable[[], float] = time.perf_counter):
         self.sync, self.clock = sync, clock
         self.bounds: tuple[int, int] | None = None
         self._marks: list[float] = []
@@ -55,7 +59,7 @@ class StepWindow:
             self.step_ms = _median_block_ms(self._marks)
 
 
-def ms_per_call(call: Callable[[], object], sync: Callable[[], None] = lambda: None, warmup: int = WARMUP,
+def ms_per_call(call: Callable[[], object], sync: Callable[[], None] = no_sync, warmup: int = WARMUP,
                 count: int = STEPS) -> float:
     """Milliseconds per call of `call` after `warmup` calls, the accelerator's work included: the median of
     count // BLOCK blocks."""
@@ -77,7 +81,7 @@ def _median_block_ms(marks: list[float]) -> float:
 
 
 def breakdown(loop: StepWindow, compute: Callable[[], object], data: Callable[[], Callable[[], object]],
-              sync: Callable[[], None] = lambda: None) -> dict | None:
+              sync: Callable[[], None] = no_sync) -> dict | None:
     """The profile without its machine (the runner names it), in milliseconds per step, compute and data timed
     now, apart, as many times as the loop's window; data() makes the call that fetches a batch, made only now so
     that a pipeline working ahead (tf.data's prefetch) starts empty. None when no window closed (no epoch trained

@@ -43,6 +43,8 @@ def build_parser(prog: str, backend: str) -> LabArgumentParser:
     search.add_argument("--trial-fraction", type=float, default=DEFAULTS.trial_fraction,
                         help="fraction of the training images each trial trains on, for a faster search; the "
                              f"validation images and the retrained best use all (default: {DEFAULTS.trial_fraction})")
+    search.add_argument("--max-trial-images", type=int, default=None, metavar="N",
+                        help="and at most N of them, whatever the size of the dataset (default: no limit)")
     search.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                         help="search for at most this long: no trial starts that would, at the mean trial time, "
                              "end later; the same command continues afterwards (default: no limit)")
@@ -81,7 +83,7 @@ def options(args: argparse.Namespace) -> tuple:
     base = make_settings({k: v for k, v in given.items() if k in SETTINGS or k == "name"})
     space = parse_space({k: v for k, v in given.items() if k in SPACE_NAMES})
     keys = ("backend", "tuner", "max_trials", "max_epochs", "patience", "epochs", "max_params", "trial_fraction",
-            "time_budget", "overwrite", "retrain", "top", "chief_wait", "worker_timeout")
+            "max_trial_images", "time_budget", "overwrite", "retrain", "top", "chief_wait", "worker_timeout")
     return base, SearchOptions(space=space, **{k: given[k] for k in keys})
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from lab.frameworks import keras, tf
-from lab.records.profile import StepWindow
+from lab.records.profile import StepWindow, no_sync
 
 
 class StepClock(keras.callbacks.Callback):
     def __init__(self, gpu: bool = False):
         super().__init__()
-        self.window = StepWindow(tf.test.experimental.sync_devices if gpu else (lambda: None))
+        self.window = StepWindow(tf.test.experimental.sync_devices if gpu else no_sync)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.window.epoch_start(self.params["steps"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from callbacks.keras_profile import StepClock
 from lab.frameworks import keras, tf
-from lab.records.profile import breakdown, next_batch
+from lab.records.profile import breakdown, next_batch, no_sync
 
 
 def measure(model: keras.Model, pipeline, clock: StepClock, gpu: bool) -> dict | None:
@@ -20,7 +20,7 @@ def measure(model: keras.Model, pipeline, clock: StepClock, gpu: bool) -> dict |
     states = random.getstate(), np.random.get_state()
     try:
         images, labels = next(iter(pipeline()))[:2]
-        sync = tf.test.experimental.sync_devices if gpu else (lambda: None)
+        sync = tf.test.experimental.sync_devices if gpu else no_sync
         return breakdown(clock.window, _bare_step(model, images, labels), lambda: next_batch(pipeline), sync)
     finally:
         random.setstate(states[0])

@@ -28,7 +28,7 @@ from lab.errors import LabError
 from lab.frameworks import keras, tf
 from lab.progress import progress_mode
 from lab.records.recording import RunRecord
-from lab.records.rundirs import CHECKPOINTS_DIR
+from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
 from lab.run.backend import Trained, phase_stats, trained
 from lab.specs.models import model_spec
@@ -145,18 +145,13 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
             log.finish_phase(index, phase_stats(count_params(model), _predict(model, splits), splits.test.labels))
     tested = _best_model(run_dir) if settings.test_weights == "best" else model
     profile = measure(model, lambda: _pipeline(settings, splits, 0, 1), clock, plan.num_gpus > 0) if clock else None
-    result = trained(_predict(tested, splits), splits.test.labels, count_params(model), record, plan.describe(),
-                     plan.batches(settings.batch_size), settings.test_weights, log, phases)
-    result.profile = profile
-    return result
+    return trained(_predict(tested, splits), splits.test.labels, count_params(model), record, plan.describe(),
+                   plan.batches(settings.batch_size), settings.test_weights, log, phases, profile)
 
 
 def _best_model(run_dir: Path) -> keras.Model:
-    """The model of the best checkpoint (the best epoch of the last phase), for --test-weights best."""
-    path = run_dir / CHECKPOINTS_DIR / BEST_FILE
-    if not path.is_file():
-        raise LabError(f"{run_dir} has no best checkpoint ({path.name}) to test; run with --test-weights last.")
-    return keras.models.load_model(path, safe_mode=True)
+    """The model of the best checkpoint, for --test-weights best."""
+    return keras.models.load_model(best_checkpoint(run_dir, BEST_FILE), safe_mode=True)
 
 
 def _early_stopping(patience: int | None) -> list:

@@ -28,7 +28,7 @@ from lab.config.devices import DevicePlan, plan_devices
 from lab.errors import LabError
 from lab.progress import progress_mode
 from lab.records.recording import RunRecord
-from lab.records.rundirs import CHECKPOINTS_DIR
+from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
 from lab.run.backend import Trained, phase_stats, trained
 from lab.specs.models import model_spec
@@ -120,18 +120,14 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
     device = trainer.strategy.root_device
     if settings.test_weights == "best" and writer:  # the other ranks' test logits are never used
         _load_best(module, run_dir)
-    result = trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
-                     record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
-                     plan.batches(settings.batch_size), settings.test_weights, log, phases)
-    result.profile = profile
-    return result
+    return trained(predict_logits(module, splits.test.images, device), splits.test.labels, count_params(module.net),
+                   record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
+                   plan.batches(settings.batch_size), settings.test_weights, log, phases, profile)
 
 
 def _load_best(module: ImageClassifier, run_dir: Path) -> None:
-    """The weights of the best checkpoint (callbacks.lightning_checkpoint), for --test-weights best."""
-    path = run_dir / CHECKPOINTS_DIR / f"{BEST_FILENAME}.ckpt"
-    if not path.is_file():
-        raise LabError(f"{run_dir} has no best checkpoint ({path.name}) to test; run with --test-weights last.")
+    """The weights of the best checkpoint (callbacks.lightning_checkpoint)."""
+    path = best_checkpoint(run_dir, f"{BEST_FILENAME}.ckpt")
     module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules import load_splits
 from lab.config.settings import make_settings
-from lab.pipeline.plan import TUNER_SPACE
 from lab.run.reuse import ensure_run
 from lab.tuning.search import SearchOptions, run_search
 from lab.tuning.space import overrides_of, parse_space, trial_settings
@@ -22,14 +20,6 @@ class Search:
     space: str  # the search space in words
 
 
-def trial_fraction(base, images: int | None) -> float:
-    """The share of the training images a trial trains on, for at most `images` of them (None: all)."""
-    if images is None:
-        return 1.0
-    train = len(load_splits(base.dataset, base.data_dir, base.seed, base.val_fraction, classes=base.classes).train)
-    return min(1.0, round(images / train, 4))
-
-
 def tuned_run(backend: str, first_cnn: dict, preset: dict, rerun: bool) -> tuple[Search, Path, str]:
     """(the search, the retrained best run, what ensure_run did). A finished search is reused, an
     interrupted one continues; --rerun starts it afresh."""
@@ -37,8 +27,8 @@ def tuned_run(backend: str, first_cnn: dict, preset: dict, rerun: bool) -> tuple
     base = make_settings({**first_cnn, "name": f"tune-{dataset}"})
     opts = SearchOptions(backend=backend, tuner="random", max_trials=preset["tuner_trials"],
                          max_epochs=preset["tuner_epochs"], patience=2,
-                         trial_fraction=trial_fraction(base, preset["tuner_images"]),
-                         space=parse_space(TUNER_SPACE), overwrite=rerun, retrain=False)
+                         max_trial_images=preset["tuner_images"],
+                         space=parse_space(preset["tuner_space"]), overwrite=rerun, retrain=False)
     outcome = run_search(base, opts)
     best = best_rows(outcome.rows, 1)[0]
     tuned = trial_settings(base, overrides_of(best), epochs=first_cnn["epochs"], name=f"tuned_cnn-{dataset}")

@@ -14,6 +14,14 @@ CHECKPOINTS_DIR = "checkpoints"  # both backends' last and best checkpoints
 _VERSION = re.compile(r"version_(\d+)$")
 
 
+def best_checkpoint(run_dir: Path, filename: str) -> Path:
+    """The run's best checkpoint (the best epoch of its last phase), for --test-weights best."""
+    path = run_dir / CHECKPOINTS_DIR / filename
+    if not path.is_file():
+        raise LabError(f"{run_dir} has no best checkpoint ({filename}) to test; run with --test-weights last.")
+    return path
+
+
 def versions(parent: Path) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), p) for p in parent.glob("version_*") if (m := _VERSION.search(p.name))]
     return sorted(found)

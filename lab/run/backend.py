@@ -86,14 +86,16 @@ def tested_weights(test_weights: str, history: list[dict], phases: list[Phase] =
 
 
 def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, record: RunRecord, device: str,
-            layout: dict, test_weights: str, log: TransferLog | None = None, phases: list[Phase] = ()) -> Trained:
+            layout: dict, test_weights: str, log: TransferLog | None = None, phases: list[Phase] = (),
+            profile: dict | None = None) -> Trained:
     """The Trained a backend returns, test_logits from the `test_weights` (last or best); a transfer run (its
     log given) records its last phase first and reports its phases in `extra`."""
     tested = tested_weights(test_weights, record.history, phases)
-    if log is None:
-        return Trained(test_logits, params, record, device, layout=layout, tested=tested)
-    log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
-    return Trained(test_logits, params, record, device, log.summary(phases, record.history), layout, tested)
+    extra = {}
+    if log is not None:
+        log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
+        extra = log.summary(phases, record.history)
+    return Trained(test_logits, params, record, device, extra, layout, tested, profile)
 
 
 def get_backend(name: str) -> Backend:

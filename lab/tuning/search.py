@@ -46,6 +46,7 @@ class SearchOptions:
     epochs: int | None = None  # of the retrained best and of first_cnn; None: max_epochs
     max_params: int | None = 2_000_000
     trial_fraction: float = 1.0  # of the training images each trial trains on
+    max_trial_images: int | None = None  # and at most this many of them
     time_budget: float | None = None  # minutes of search in this session; no trial starts that would overrun
     space: SearchSpace = field(default_factory=SearchSpace)
     overwrite: bool = False
@@ -96,6 +97,7 @@ def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
     constraint = Constraint(splits.input_shape, splits.num_classes, opts.max_params)
     constraint.check_space(opts.space)
     trial_images = max(1, round(len(splits.train) * opts.trial_fraction))
+    trial_images = min(trial_images, opts.max_trial_images or trial_images)
     if part.kind == "chief":
         cluster.check_port_free(part)
     elif part.kind == "worker":
@@ -134,7 +136,7 @@ def check_options(opts: SearchOptions) -> None:
         raise LabError(f"tuner must be one of {', '.join(TUNERS)}, got {opts.tuner!r}.")
     if opts.backend not in BACKENDS:
         raise LabError(f"backend must be one of {', '.join(BACKENDS)}, got {opts.backend!r}.")
-    for name in ("max_trials", "max_epochs", "patience", "epochs", "max_params", "top"):
+    for name in ("max_trials", "max_epochs", "patience", "epochs", "max_params", "top", "max_trial_images"):
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}.")
@@ -154,8 +156,9 @@ def _definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
     resize = {"resize": base.resize} if base.image_size else {}  # absent from the searches saved before it
     definition = {"backend": opts.backend, "tuner": opts.tuner, **{k: getattr(base, k) for k in keep}, **resize,
                   "max_epochs": opts.max_epochs, "patience": opts.patience, "max_params": opts.max_params,
-                  "trial_fraction": opts.trial_fraction,
-                  "space": opts.space.to_dict()}
+                  "trial_fraction": opts.trial_fraction, "space": opts.space.to_dict()}
+    if opts.max_trial_images:  # absent from the searches saved before it
+        definition["max_trial_images"] = opts.max_trial_images
     return json.loads(json.dumps(definition))
 
 
@@ -230,13 +233,18 @@ def _retrain_lines(best: dict, outcome: SearchOutcome, opts: SearchOptions) -> l
             f"Runs: {outcome.best_run} and {outcome.baseline_run}; comparison: {outcome.comparison}."]
 
 
+def _trial_share(opts: SearchOptions) -> str:
+    share = f"{opts.trial_fraction:.0%} of the training images"
+    return f"{share} (at most {opts.max_trial_images:,})" if opts.max_trial_images else share
+
+
 def _write_summary(folder: Path, base: ExperimentSettings, opts: SearchOptions, rows: list[dict],
                    footer: list[str]) -> Path:
     cap = f"{opts.max_params:,}" if opts.max_params else "any number of"
     header = [f"# Search {search_name(base)} ({opts.backend})", "",
               f"{opts.tuner} search with keras-tuner on {base.dataset} (seed {base.seed}): at most "
-              f"{opts.max_trials} trials of up to {opts.max_epochs} epochs on {opts.trial_fraction:.0%} of the "
-              f"training images, early stopping after {opts.patience} epochs without progress in validation "
+              f"{opts.max_trials} trials of up to {opts.max_epochs} epochs on {_trial_share(opts)}, early stopping "
+              f"after {opts.patience} epochs without progress in validation "
               f"accuracy, models up to {cap} parameters.", "",
               f"Search space (model cnn): {opts.space.describe()}."]
     best = best_rows(rows, 1)

@@ -109,7 +109,7 @@ def test_the_profile_sees_a_sleeping_callback_and_a_slow_pipeline(backend, tmp_p
     assert abs(slept["compute_ms"] - slow["compute_ms"]) < 6, (slept, slow)  # compute stays put
 
 
-def test_the_profile_leaves_the_run_as_it_was(tmp_path):
+def test_the_profile_leaves_the_run_as_it_was(tmp_path, one_torch_thread):
     """Measured after training, on copies: the weights and BatchNorm statistics (the test logits), the optimizer
     and the random state are those of the same run without it. A CNN with BatchNorm and dropout."""
     import pytorch_lightning as pl

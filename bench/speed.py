@@ -224,13 +224,20 @@ def report(args, ways: dict, results: dict) -> None:
             parts = {k: statistics.median(p[k] for p in profiles) for k in ("step_ms", "compute_ms", "data_ms",
                                                                               "overhead_ms")}
             print(f"  profile of {ways[way]} (median of rounds): step {parts['step_ms']:.2f} ms = compute "
-                  f"{parts['compute_ms']:.2f} + data {parts['data_ms']:.2f} + loop {parts['overhead_ms']:.2f}")
+                  f"{parts['compute_ms']:.2f} + data {parts['data_ms']:.2f} + loop {parts['overhead_ms']:.2f}; "
+                  "steps per round: " + ", ".join(f"{p['step_ms']:.2f}" for p in profiles))
     baseline = [(way, way + BASELINE, f"{ways[way]}: now / baseline")
                 for way in per_round if way + BASELINE in per_round]
     for mine, reference, what in (*RATIOS, *baseline):
         if mine in per_round and reference in per_round:
             ratios = [m / r for m, r in zip(per_round[mine], per_round[reference])]
             print(f"  {what}: {statistics.median(ratios):.2f}x (rounds: "
+                  + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+    for mine, reference, what in baseline:  # the steady steps the profiles timed, within each round
+        steps = [(m["profile"], r["profile"]) for m, r in zip(results[mine], results[reference])]
+        if all(m and r for m, r in steps):
+            ratios = [m["step_ms"] / r["step_ms"] for m, r in steps]
+            print(f"  {what}, profiled step: {statistics.median(ratios):.2f}x (rounds: "
                   + ", ".join(f"{r:.2f}" for r in ratios) + ")")
 
 

@@ -28,6 +28,15 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets _current_fx_name before and after every hook it calls, some 50 times a training step;
+        # it is a string, never a parameter, buffer or submodule, so torch's Module.__setattr__ (its checks cost
+        # a few microseconds each time) is skipped for it.
+        if name == "_current_fx_name":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def training_step(self, batch, batch_idx):
         images, labels, *rest = batch
         part = rest[0] if rest else Part(0, len(labels))  # where this replica's images sit in the global batch
@@ -88,9 +97,10 @@ class EpochMetrics(Metric):
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.loss_sum += loss * len(labels)
-        self.correct += (logits.argmax(1) == labels).sum()
-        self.count += len(labels)
+        # in place: `self.x += ...` would go through Metric's and Module's __setattr__, three times a step
+        self.loss_sum.add_(loss * len(labels))
+        self.correct.add_((logits.argmax(1) == labels).sum())
+        self.count.add_(len(labels))
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.loss_sum / self.count, self.correct / self.count

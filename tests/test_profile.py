@@ -91,27 +91,25 @@ def _keras(settings, splits, tmp_path, slow_data: bool, sleep: bool, monkeypatch
 
 @pytest.mark.parametrize("backend", ["lightning", "keras"])
 def test_the_profile_sees_a_sleeping_callback_and_a_slow_pipeline(backend, tmp_path, monkeypatch, one_torch_thread):
+    """Two runs, each the other's reference: one with the sleeping callback, one with the slow pipeline."""
     from datamodules import load_splits
 
     settings = make_settings({"dataset": "digits", "model": "mlp", "hidden": 16, "epochs": 1})
     splits = load_splits("digits")
     run = _lightning if backend == "lightning" else _keras
-    base = run(settings, splits, tmp_path / "base", False, False, monkeypatch)
     slept = run(settings, splits, tmp_path / "sleep", False, True, monkeypatch)
     slow = run(settings, splits, tmp_path / "slow", True, False, monkeypatch)
-    assert base["steps"] == 30 and base["step_ms"] == pytest.approx(
-        base["compute_ms"] + base["data_ms"] + base["overhead_ms"], abs=0.01)
-    assert 14 < slept["overhead_ms"] - base["overhead_ms"] < 30, (base, slept)
-    assert 10 < slow["data_ms"] - base["data_ms"] < 22, (base, slow)
-    # Lightning's loop waits for every batch; tf.data prepares them on threads of its own while the step computes
-    assert slow["overhead_ms"] - base["overhead_ms"] < 6, (base, slow)
-    if backend == "lightning":
-        assert 10 < slow["step_ms"] - base["step_ms"] < 24, (base, slow)
-    for other in (slept, slow):  # compute stays put
-        assert abs(other["compute_ms"] - base["compute_ms"]) < 6, (base, other)
+    for profile in (slept, slow):
+        assert profile["steps"] == 30 and profile["step_ms"] == pytest.approx(
+            profile["compute_ms"] + profile["data_ms"] + profile["overhead_ms"], abs=0.01)
+    assert 10 < slow["data_ms"] - slept["data_ms"] < 22, (slept, slow)
+    # Lightning's loop waits for every batch; tf.data prepares them on threads of its own while the step computes,
+    # so there the slow pipeline's time hides in the step and the loop's share can go below zero
+    assert 14 < slept["overhead_ms"] - slow["overhead_ms"] < (30 if backend == "lightning" else 45), (slept, slow)
+    assert abs(slept["compute_ms"] - slow["compute_ms"]) < 6, (slept, slow)  # compute stays put
 
 
-def test_the_profile_leaves_the_run_as_it_was(tmp_path):
+def test_the_profile_leaves_the_run_as_it_was(tmp_path, one_torch_thread):
     """Measured after training, on copies: the weights and BatchNorm statistics (the test logits), the optimizer
     and the random state are those of the same run without it. A CNN with BatchNorm and dropout."""
     import pytorch_lightning as pl

@@ -142,6 +142,17 @@ def test_two_trial_search_writes_every_trial(backend, tmp_path):
     assert "## The 2 best trials" in (folder / "summary.md").read_text()
 
 
+def test_trials_train_on_at_most_max_trial_images(tmp_path, monkeypatch):
+    import lab.tuning.search as search
+
+    counts = []
+    sample = search.sample_train
+    monkeypatch.setattr(search, "sample_train", lambda splits, n, seed: counts.append(n) or sample(splits, n, seed))
+    outcome = _search(tmp_path, "lightning", max_trials=1, max_epochs=1, trial_fraction=0.5, max_trial_images=100)
+    assert counts == [100]  # not half of the digits' training images
+    assert "50% of the training images (at most 100)" in (outcome.folder / "summary.md").read_text()
+
+
 # The engine is one for both backends; what a Keras trial writes is checked above, so the Keras runs of
 # the engine's behaviours below are among the slow checks.
 BOTH_SLOW_KERAS = ["lightning", pytest.param("keras", marks=pytest.mark.slow)]

@@ -1,0 +1,72 @@
+"""The leaner Lightning path keeps its behaviour.
+
+The benchmarks' fair hand-written loop (bench.common.fair_torch_loop) records what the Lightning path records:
+the same training and validation loss and accuracy, epoch by epoch, from the same initial weights and batches.
+So the speed ratio against it measures the framework and nothing else, and the Lightning module's metrics
+equal the ones computed by hand. Resume and checkpoints: tests/test_resume.py, tests/test_transfer.py."""
+from __future__ import annotations
+
+import pytest
+
+from lab.config.settings import make_settings
+
+
+def test_the_fair_loop_records_what_lightning_records(tmp_path):
+    from bench.common import fair_torch_loop
+    from datamodules import load_splits
+    from lab.records.recording import EPOCH_TAGS
+    from lab.run.backend import get_backend
+    from lightning_modules.training import train
+
+    settings = make_settings({"dataset": "digits", "epochs": 2, "profile": False})
+    splits = load_splits("digits")
+    lightning = train(settings, splits, tmp_path, get_backend("lightning").plan_devices(settings)).record.history
+    by_hand, _ = fair_torch_loop(settings, splits, settings.epochs)
+    assert [row["epoch"] for row in lightning] == [row["epoch"] for row in by_hand] == [1, 2]
+    for mine, theirs in zip(lightning, by_hand):
+        for tag in EPOCH_TAGS[:-1]:
+            assert mine[tag] == pytest.approx(theirs[tag], rel=1e-5), (mine["epoch"], tag)
+
+
+def test_on_a_machine_without_a_gpu_torch_stops_looking_for_one(monkeypatch):
+    import os
+
+    import torch
+
+    from lab.run.backend import get_backend
+
+    if torch.cuda.device_count() or not torch.backends.cuda.is_built():
+        pytest.skip("a GPU, or a torch without CUDA: nothing is probed at every step")
+    settings = make_settings({"dataset": "digits"})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    get_backend("lightning").plan_devices(settings)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"  # the user's, left alone
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    get_backend("lightning").plan_devices(settings)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and torch.cuda.device_count() == 0
+    assert torch.accelerator.current_accelerator(check_available=True) is None
+
+
+def test_the_modules_fast_attribute_path_keeps_modules_and_parameters_registered():
+    import torch
+
+    from datamodules import load_splits
+    from lightning_modules.training import build_module
+
+    module = build_module(make_settings({"dataset": "digits"}), load_splits("digits"))
+    module._current_fx_name = "training_step"
+    module.extra = torch.nn.Linear(2, 2)
+    module.scale = torch.nn.Parameter(torch.ones(1))
+    assert module._current_fx_name == "training_step" and "_current_fx_name" not in module.state_dict()
+    assert "extra" in dict(module.named_children()) and "scale" in dict(module.named_parameters())
+
+
+def test_the_epoch_checkpoint_keeps_modelcheckpoints_key(tmp_path):
+    """Checkpoints file each callback's state under its state_key: a run saved before resumes after."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from callbacks.lightning_checkpoint import EpochCheckpoint
+
+    for kwargs in ({"monitor": "val/acc", "mode": "max"}, {}):
+        ours, theirs = EpochCheckpoint(tmp_path, **kwargs), ModelCheckpoint(tmp_path, **kwargs)
+        assert ours.state_key == theirs.state_key and ours.state_key == ours.state_key

@@ -5,7 +5,10 @@ benchmark ends. The benchmarks are modules of the bench package, run from the re
 """
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -139,6 +142,17 @@ def interleaved_rounds(rounds: int, groups: list[str], ways: dict, run: Callable
                 results[group][way].append(result)
                 print(f"round {round_ + 1}: {group}: {way}: " + line(result), flush=True)
     return results
+
+
+def fresh_process(argv: list[str], result: Path, log: Path, code: Path = REPO, env: dict | None = None) -> dict:
+    """Run a benchmark's child (argv, writing its JSON result to `result`) in a new process from the project copy
+    `code`, its output appended to `log`; its result, or the end of the benchmark when it fails."""
+    with log.open("a") as out:
+        done = subprocess.run(argv, cwd=code, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(code), **(env or {})})
+    if done.returncode:
+        raise SystemExit(f"{log.stem} failed (exit {done.returncode}); its output: {log}")
+    return json.loads(result.read_text())
 
 
 def thread_env(threads: int | None) -> dict[str, str]:

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.common import (
-    REPO,
     benchmark_parser,
     fair_torch_loop,
+    fresh_process,
     interleaved_rounds,
     plain_keras_fit,
     run_benchmark,
@@ -55,18 +53,13 @@ def child(args) -> None:
     Path(args.result).write_text(json.dumps({"times": times, "torch_s": torch_s}))
 
 
-def fresh_process(args, way: str, logs: Path) -> dict:
+def run_way(args, way: str, logs: Path) -> dict:
     result = logs / f"{way}.json"
     argv = [sys.executable, "-m", "bench.in_process", "--way", way, "--result", str(result), "--dataset",
             args.dataset, "--epochs", str(args.epochs), "--train-images", str(args.train_images)]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
-    with (logs / f"{way}.log").open("a") as out:
-        done = subprocess.run(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(REPO), **WAYS[way][1]})
-    if done.returncode:
-        raise SystemExit(f"{way} failed (exit {done.returncode}); see {logs / f'{way}.log'}")
-    return json.loads(result.read_text())
+    return fresh_process(argv, result, logs / f"{way}.log", env=WAYS[way][1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         return child(args)
     with tempfile.TemporaryDirectory() as logs:
         results = interleaved_rounds(args.rounds, ["keras"], {k: k for k in WAYS},
-                                     lambda _, way: fresh_process(args, way, Path(logs)),
+                                     lambda _, way: run_way(args, way, Path(logs)),
                                      lambda r: ", ".join(f"{t:.2f}" for t in r["times"]) + " s"
                                      + (f" (PyTorch epoch {r['torch_s']:.2f} s before)" if r["torch_s"] else ""))
     per_round = {way: [steady(r["times"]) for r in runs] for way, runs in results["keras"].items()}

@@ -17,10 +17,7 @@ project Lightning / fair hand loop (target <= 1.10x), project Keras / plain Kera
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +27,7 @@ from bench.common import (
     REPO,
     benchmark_parser,
     fair_torch_loop,
+    fresh_process,
     interleaved_rounds,
     plain_keras_fit,
     run_benchmark,
@@ -160,18 +158,13 @@ def _child_argv(args, way: str, result: Path) -> list[str]:
     return argv
 
 
-def fresh_process(args, way: str, logs: Path) -> dict:
+def run_way_in_fresh_process(args, way: str, logs: Path) -> dict:
     """One run of `way` in a new process; its output goes to a log, its result comes back. A way ending in
     BASELINE runs from --baseline's copy of the project."""
-    result, log = logs / f"{way}.json", logs / f"{way}.log"
+    result = logs / f"{way}.json"
     code = Path(args.baseline) if way.endswith(BASELINE) else REPO
-    with log.open("a") as out:
-        done = subprocess.run(_child_argv(args, way.removesuffix(BASELINE), result), cwd=code, stdout=out,
-                              stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(code), **thread_env(args.threads)})
-    if done.returncode:
-        raise SystemExit(f"{way} failed (exit {done.returncode}); its output: {log}")
-    return json.loads(result.read_text())
+    return fresh_process(_child_argv(args, way.removesuffix(BASELINE), result), result, logs / f"{way}.log", code,
+                         thread_env(args.threads))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         ways = {**ways, **{k + BASELINE: f"{v} (baseline)" for k, v in ways.items() if k in PROJECT}}
     with tempfile.TemporaryDirectory() as logs:
         results = interleaved_rounds(args.rounds, ["speed"], {k: k for k in ways},
-                                     lambda _, way: fresh_process(args, way, Path(logs)),
+                                     lambda _, way: run_way_in_fresh_process(args, way, Path(logs)),
                                      lambda r: ", ".join(f"{t:.2f}" for t in r["times"]) + " s")["speed"]
     report(args, ways, results)
 

@@ -92,7 +92,7 @@ def test_lightning_ddp_on_two_processes_matches_one(spawn, tmp_path, capsys):
     assert one.count("test accuracy") == 1
 
 
-@pytest.mark.multiprocess
+@pytest.mark.distributed  # 40 s: make test-distributed
 def test_keras_mirrored_on_two_cpu_devices_matches_one(spawn, tmp_path):
     # both in processes of their own: a Lightning run in this process may have stubbed TensorBoard's TensorFlow
     run_command(spawn, ["train_keras.py", *SMALL_RUN, "--devices", "1"], tmp_path / "one")

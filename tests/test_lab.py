@@ -32,7 +32,8 @@ def _colour_tree(root, per_class=24, size=16):
 
 
 TINY = {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width": 4, "depth": 1, "dense_units": 8,
-        "tuner_trials": 2, "tuner_epochs": 1, "tuner_images": None, "finetune_epochs": 1, "transfer_train_images": 30,
+        "tuner_space": PRESETS["quick"]["tuner_space"], "tuner_trials": 2, "tuner_epochs": 1, "tuner_images": None,
+        "finetune_epochs": 1, "transfer_train_images": 30,
         "augment": {"flip": True, "crop_pad": 2}}
 
 

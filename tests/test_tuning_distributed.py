@@ -77,7 +77,7 @@ def assert_every_trial_once(table: list[dict], trials: int) -> None:
     assert {r["worker"] for r in table} == {"tuner0", "tuner1"}  # each worker ran at least one
 
 
-@pytest.mark.multiprocess
+@pytest.mark.distributed  # 45 s: make test-distributed
 def test_a_chief_and_two_workers_run_every_trial_once(spawn, tmp_path):
     chief, workers = run_search(spawn, "lightning", tmp_path)
     assert_every_trial_once(rows(tmp_path, "lightning"), 4)

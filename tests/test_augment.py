@@ -263,6 +263,7 @@ def test_cifar_cnn_has_equal_parameter_counts_on_rgb_images(width, depth, dense)
 
 # --- augment_compare.py ------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # 23 s: 6 runs; section 3 of the lab runs in the default suite (tests/test_lab.py)
 def test_augment_compare_runs_both_ways_on_both_backends(tmp_path, capsys):
     import augment_compare
 

@@ -69,4 +69,5 @@ def test_the_epoch_checkpoint_keeps_modelcheckpoints_key(tmp_path):
 
     for kwargs in ({"monitor": "val/acc", "mode": "max"}, {}):
         ours, theirs = EpochCheckpoint(tmp_path, **kwargs), ModelCheckpoint(tmp_path, **kwargs)
-        assert ours.state_key == theirs.state_key and ours.state_key == ours.state_key
+        assert ours.state_key == theirs.state_key and "EpochCheckpoint" not in ours.state_key
+        assert "state_key" in vars(ours)  # computed once, then read from the instance

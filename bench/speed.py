@@ -46,6 +46,7 @@ PROJECT = ("bare-lightning", "lightning", "keras", "lightning-compiled", "keras-
 # (numerator, denominator, what it says)
 RATIOS = (("lightning", "hand", "project Lightning / fair hand loop (target <= 1.10x)"),
           ("bare-lightning", "hand", "bare Lightning Trainer / fair hand loop (Lightning's own loop)"),
+          ("lightning", "bare-lightning", "project Lightning / bare Lightning Trainer (what the project adds)"),
           ("keras", "keras-fit", "project Keras / plain Keras fit (target <= 1.02x)"),
           ("keras", "lightning", "project Keras / project Lightning"),
           ("lightning-compiled", "hand-compiled", "project Lightning --compile / compiled hand loop"),

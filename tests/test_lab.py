@@ -132,6 +132,20 @@ def test_an_interrupted_experiment_is_resumed_and_a_finished_one_reused(backend,
     assert ensure_run(backend, settings) == (run_dir, "reused")
 
 
+def test_each_preset_searches_in_a_folder_of_its_own_and_a_changed_search_gets_run_labs_advice(tmp_path):
+    from lab.pipeline.tuned import tuned_run
+    from lab.tuning.search import SEARCH_FILE, search_folder
+
+    first = {"dataset": "digits", "model": "first_cnn", "epochs": 1, "batch_size": 32, "out": str(tmp_path)}
+    folder = search_folder(make_settings({**first, "name": "tune-digits-quick"}), "lightning")
+    folder.mkdir(parents=True)
+    (folder / SEARCH_FILE).write_text('{"tuner": "bayesian"}')  # an earlier search there, on other settings
+    with pytest.raises(LabError) as error:
+        tuned_run("lightning", first, {**PRESETS["quick"], "name": "quick"}, rerun=False)
+    assert str(folder) in str(error.value) and '"bayesian" there, "random" now' in str(error.value)
+    assert "add --rerun" in str(error.value) and "--overwrite" not in str(error.value)
+
+
 def test_the_time_left_comes_from_the_runs_of_each_kind_done_so_far(tmp_path):
     import io
 
@@ -178,6 +192,7 @@ def test_on_the_digits_the_quick_search_beats_the_first_cnn_by_a_point(tmp_path)
     out = tmp_path / "demo"
     assert main(["--preset", "quick", "--mnist-dataset", "digits", "--sections", "1", "--out", str(out)]) == 0
     gains = _gains(out, "digits", [("tuned_cnn", "first_cnn")])
+    print(gains)
     assert all(gain >= 1.0 for gain in gains.values()), gains
 
 

@@ -24,7 +24,7 @@ QUICK_TUNER_SPACE = {"blocks": "2", "filters": "32", "kernel_size": "3", "paddin
 PRESETS = {
     # minutes on a CPU
     "quick": {"mnist_epochs": 3, "cifar_epochs": 3, "cifar_train_images": 6000, "width": 16, "depth": 2,
-              "dense_units": 64, "tuner_space": QUICK_TUNER_SPACE, "tuner_trials": 4, "tuner_epochs": 3,
+              "dense_units": 64, "tuner_space": QUICK_TUNER_SPACE, "tuner_trials": 4, "tuner_epochs": 2,
               "tuner_images": 4000, "finetune_epochs": 3, "transfer_train_images": 2000,
               "augment": {"flip": True, "crop_pad": 2}},
     # the lab's settings

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.config.settings import make_settings
+from lab.errors import LabError
 from lab.run.reuse import ensure_run
-from lab.tuning.search import SearchOptions, run_search
+from lab.tuning.search import OtherSearch, SearchOptions, run_search
 from lab.tuning.space import overrides_of, parse_space, trial_settings
 from lab.tuning.trials import best_rows
 
@@ -21,15 +22,21 @@ class Search:
 
 
 def tuned_run(backend: str, first_cnn: dict, preset: dict, rerun: bool) -> tuple[Search, Path, str]:
-    """(the search, the retrained best run, what ensure_run did). A finished search is reused, an
-    interrupted one continues; --rerun starts it afresh."""
+    """(the search, the retrained best run, what ensure_run did). preset: a PRESETS entry with its "name". A
+    finished search is reused, an interrupted one continues; --rerun starts it afresh. Each preset searches in
+    a folder of its own (tune-<dataset>-<preset>), as runs of other settings go to versions of their own."""
     dataset = first_cnn["dataset"]
-    base = make_settings({**first_cnn, "name": f"tune-{dataset}"})
+    base = make_settings({**first_cnn, "name": f"tune-{dataset}-{preset['name']}"})
     opts = SearchOptions(backend=backend, tuner="random", max_trials=preset["tuner_trials"],
                          max_epochs=preset["tuner_epochs"], patience=2,
                          max_trial_images=preset["tuner_images"],
                          space=parse_space(preset["tuner_space"]), overwrite=rerun, retrain=False)
-    outcome = run_search(base, opts)
+    try:
+        outcome = run_search(base, opts)
+    except OtherSearch as error:  # e.g. an earlier lab in this --out ran on other data or another --seed
+        raise LabError(f"{error.folder} holds section 1.4's search from an earlier lab with other settings "
+                       f"({error.changes}); add --rerun to run the lab's experiments afresh, or choose another "
+                       "--out.") from None
     best = best_rows(outcome.rows, 1)[0]
     tuned = trial_settings(base, overrides_of(best), epochs=first_cnn["epochs"], name=f"tuned_cnn-{dataset}")
     run_dir, what = ensure_run(backend, tuned, rerun)

@@ -85,7 +85,7 @@ def _with_progress(args) -> Path:
 
 def run_lab(args) -> Path:
     sections, backends = parse_sections(args.sections), _backends(args.backends)
-    preset = PRESETS[args.preset]
+    preset = {**PRESETS[args.preset], "name": args.preset}
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir,
                       **({"image_size": args.image_size, "resize": args.resize} if args.image_size else {})}}

@@ -162,6 +162,16 @@ def _definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
     return json.loads(json.dumps(definition))
 
 
+class OtherSearch(LabError):
+    """The search folder holds a search with other settings; `changes` says which, for callers that phrase
+    their own advice (run_lab's is --rerun, not --overwrite)."""
+
+    def __init__(self, folder: Path, changes: str):
+        super().__init__(f"{folder} holds a search with other settings ({changes}); run it with its own flags to "
+                         "continue it, add --overwrite to start afresh, or choose another --name.")
+        self.folder, self.changes = folder, changes
+
+
 def _check_same_search(folder: Path, definition: dict) -> None:
     path = folder / SEARCH_FILE
     if not path.exists():
@@ -170,8 +180,7 @@ def _check_same_search(folder: Path, definition: dict) -> None:
     changed = [f"{k} {json.dumps(saved.get(k))} there, {json.dumps(v)} now" for k, v in definition.items()
                if saved.get(k) != v]
     if changed:
-        raise LabError(f"{folder} holds a search with other settings ({'; '.join(changed)}); run it with its "
-                       "own flags to continue it, add --overwrite to start afresh, or choose another --name.")
+        raise OtherSearch(folder, "; ".join(changed))
 
 
 def _make_tuner(base, opts: SearchOptions, splits, constraint: Constraint, folder: Path,

@@ -167,7 +167,8 @@ def test_the_chief_gives_up_on_silent_workers(spawn, tmp_path):
 
 @pytest.mark.distributed
 def test_a_time_budget_is_the_chiefs(spawn, tmp_path):
-    port, more = free_port(), ("--max-trials", "20", "--time-budget", "0.3")
+    # 5 epochs a trial: 20 one-epoch trials of the digits end within the 18 s budget on a fast machine
+    port, more = free_port(), ("--max-trials", "20", "--max-epochs", "5", "--time-budget", "0.3")
     chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
     workers = [start(spawn, "lightning", f"tuner{i}", port, tmp_path, *more) for i in (0, 1)]
     out = finish(chief)
@@ -215,8 +216,9 @@ def test_a_chief_refuses_a_port_in_use(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.distributed
 def test_the_launcher_starts_a_chief_and_workers_and_ends_with_them(spawn, tmp_path):
+    # 3 epochs a trial: with 1, one worker could run all 4 trials before the other's first call reached the chief
     process = spawn([ROOT / "scripts" / "launch_search.py", "--workers", "2", "--log-dir", tmp_path / "logs", "--",
-                     "tune_lightning.py", *TINY, "--max-trials", "4", "--out", tmp_path], cwd=ROOT,
+                     "tune_lightning.py", *TINY, "--max-trials", "4", "--max-epochs", "3", "--out", tmp_path], cwd=ROOT,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = process.communicate(timeout=TIMEOUT_S)
     assert process.returncode == 0, out[-3000:]

@@ -12,10 +12,11 @@ while wall time does. The ways:
 - the same step where torch looks for a GPU at every Adam step, as it does in any process that imported
   Lightning on a machine without one, unless CUDA_VISIBLE_DEVICES is set (the project sets it empty there);
 - the project's module in a bare Lightning Trainer (no callbacks, logger, checkpoints or progress bar), and the
-  module as it was before (two torchmetrics updates a step, torch's __setattr__ for Lightning's hook names, the
-  GPU probe at every step) in the same bare Trainer;
+  module as it was before (two torchmetrics updates and a self.log every 25 steps, torch's __setattr__ for
+  Lightning's hook names, the GPU probe at every step, Lightning's default batch transfer) in the same bare
+  Trainer;
 - the project's module in the project's Trainer (its recorder, checkpoints, progress bar, logger, profile
-  clock), and the module as it was before in it, with Lightning's ModelCheckpoint as before.
+  clock), and the module as it was before in it, with Lightning's ModelCheckpoint and default profiler as before.
 """
 from __future__ import annotations
 
@@ -143,24 +144,30 @@ def trainer_steps(settings, splits, project_trainer: bool, before: bool) -> dict
 
     pl.seed_everything(settings.seed, verbose=False)
     module = training.build_module(settings, splits)
+    data = ArraysDataModule(splits, settings.batch_size, settings.seed)
     if before:
         old_module(module)
+        data.__class__ = type("Before", (ArraysDataModule,),
+                              {"transfer_batch_to_device": pl.LightningDataModule.transfer_batch_to_device})
     with tempfile.TemporaryDirectory() as tmp:
         if project_trainer:
             from callbacks.lightning_profile import StepClock
+            from lab.specs.phases import plan_phases
 
             args = training._trainer_args(settings, training.plan_devices(settings, 0), Path(tmp),
-                                          RunRecord(tmp, len(splits.train), persist=False), 1, (StepClock(), Clock()))
-            if before:  # Lightning's ModelCheckpoint, as the project used it
+                                          RunRecord(tmp, len(splits.train), persist=False), plan_phases(settings, 0),
+                                          (StepClock(), Clock()))
+            if before:  # Lightning's ModelCheckpoint and default profiler, as the project used them
                 for callback in args["callbacks"]:
                     if isinstance(callback, EpochCheckpoint):
                         callback.__class__ = ModelCheckpoint
+                args["profiler"] = None
         else:
             args = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[Clock()])
         trainer = pl.Trainer(**{**args, "accelerator": "cpu", "devices": 1, "limit_train_batches": LAST + 2,
                                 "num_sanity_val_steps": 0})
-        trainer.fit(module, datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed))
+        trainer.fit(module, datamodule=data)
     return clock.result()
 
 
@@ -191,8 +198,13 @@ def micro(num_classes: int, rounds: int, calls: int = 2000) -> None:
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from pytorch_lightning.profilers import PassThroughProfiler
+    from torchmetrics import Metric
+
     from callbacks.lightning_checkpoint import EpochCheckpoint
+    from datamodules.torch_data import ArraysDataModule, Part
     from lightning_modules.classifier import EpochMetrics, ImageClassifier
+    from lightning_modules.training import NoProfiler
 
     logits, labels, loss = torch.randn(32, num_classes), torch.randint(0, num_classes, (32,)), torch.tensor(2.3)
     mean, accuracy = _old_metrics(num_classes)
@@ -204,6 +216,18 @@ def micro(num_classes: int, rounds: int, calls: int = 2000) -> None:
     net = torch.nn.Linear(8, 8)
     optimizer = torch.optim.Adam(net.parameters())
     net(torch.randn(2, 8)).sum().backward()
+
+    metrics_before = EpochMetrics()
+    metrics_before.__class__ = type("Before", (EpochMetrics,), {"__setattr__": Metric.__setattr__})
+    batch, cpu = (torch.zeros(32, 28, 28, 1, dtype=torch.uint8), labels, Part(0, 32)), torch.device("cpu")
+    data = ArraysDataModule(None, 32)
+    profilers = PassThroughProfiler(), NoProfiler()
+
+    def profiled(profiler):
+        def call():
+            with profiler.profile("[LightningModule]ImageClassifier.on_train_batch_start"):
+                pass
+        return call
 
     def probe(on: bool):
         def step():
@@ -221,6 +245,13 @@ def micro(num_classes: int, rounds: int, calls: int = 2000) -> None:
         "Adam step of a tiny net (GPU probe -> CUDA_VISIBLE_DEVICES empty)": (probe(True), probe(False)),
         "a checkpoint callback's state_key, read for every hook call (ModelCheckpoint -> EpochCheckpoint)": (
             lambda: checkpoints[0].state_key, lambda: checkpoints[1].state_key),
+        "the training metrics update's wrapper (Metric.__setattr__ -> plain attributes for its two counters)": (
+            lambda: metrics_before.update(loss, logits, labels), lambda: metrics.update(loss, logits, labels)),
+        "a batch already on the device, to the device (Lightning's default -> the data module's pass-through)": (
+            lambda: pl.LightningDataModule.transfer_batch_to_device(data, batch, cpu, 0),
+            lambda: data.transfer_batch_to_device(batch, cpu, 0)),
+        "one of Lightning's profiler calls (PassThroughProfiler -> NoProfiler)": (
+            profiled(profilers[0]), profiled(profilers[1])),
     }
     print("each change alone, CPU microseconds per call (median of rounds):")
     for what, (old, new) in pairs.items():

@@ -1,7 +1,8 @@
 """Lightning's RichProgressBar, redrawn at most every `interval` seconds as tqdm and Keras' progbar do.
 
 RichProgressBar redraws and recomputes its metrics after every batch: a few milliseconds, more
-than a whole training step of a small network on a CPU.
+than a whole training step of a small network on a CPU. While training, it shows the epoch's running
+loss and accuracy, read from the module at each redraw, as Keras' progress bar does.
 """
 from __future__ import annotations
 
@@ -22,3 +23,9 @@ class ThrottledRichProgressBar(RichProgressBar):
         if last or now - self._last_draw >= self.interval:
             self._last_draw = now
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        if trainer.training and hasattr(pl_module, "running_metrics"):
+            metrics.update(pl_module.running_metrics())
+        return metrics

@@ -94,5 +94,12 @@ class ArraysDataModule(pl.LightningDataModule):
         rank, world = self._world()
         return TensorBatches(*self._part("val"), self.eval_batch_size, rank, world)
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # The batches are indexed out of tensors already on the training device: Lightning's default walk through
+        # the batch's collections, every step, would find nothing to move.
+        if all(t.device == device for t in batch[:2]):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(*self._part("test"), self.eval_batch_size)

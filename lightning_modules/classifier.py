@@ -12,8 +12,6 @@ from torchmetrics import Metric
 from datamodules.torch_data import Part
 from lightning_modules.compiling import eager_keys
 
-BAR_EVERY = 25  # steps between progress-bar loss updates
-
 
 class ImageClassifier(pl.LightningModule):
     def __init__(self, net: nn.Module, num_classes: int, optimizer: str = "adam", lr: float = 1e-3,
@@ -44,12 +42,18 @@ class ImageClassifier(pl.LightningModule):
             images = self.augment(images, self.global_step, part)
         logits = self(images)
         loss = F.cross_entropy(logits, labels)
-        # A metric update only: a self.log per step costs more than this small network's step.
+        # A metric update only, no self.log: a value logged here makes Lightning rebuild its metric dictionaries
+        # after every step of the epoch. The progress bar reads the running epoch means (running_metrics) instead.
         self.train_metrics.update(loss.detach(), logits.detach(), labels)
-        if batch_idx % BAR_EVERY == 0:
-            self.log("loss", loss.detach(), prog_bar=True, logger=False)
         # Scaled by the replica's share of the global batch: DDP's mean of the gradients is then the global one.
         return loss if part.loss_scale == 1 else loss * part.loss_scale
+
+    def running_metrics(self) -> dict[str, float]:
+        """This process's training loss and accuracy so far in the epoch, as Keras' progress bar shows them."""
+        if not int(self.train_metrics.count):
+            return {}
+        loss, acc = self.train_metrics.compute_local()
+        return {"loss": float(loss), "acc": float(acc)}
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
@@ -96,6 +100,14 @@ class EpochMetrics(Metric):
         self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
+    def __setattr__(self, name: str, value) -> None:
+        # torchmetrics' update wrapper sets these two plain values every step; Module.__setattr__'s checks are for
+        # parameters, buffers and submodules, which they never are.
+        if name in ("_computed", "_update_count"):
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         # in place: `self.x += ...` would go through Metric's and Module's __setattr__, three times a step
         self.loss_sum.add_(loss * len(labels))
@@ -103,6 +115,10 @@ class EpochMetrics(Metric):
         self.count.add_(len(labels))
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.compute_local()
+
+    def compute_local(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The means of this process's sums (compute() gives those of the sums over every process)."""
         return self.loss_sum / self.count, self.correct / self.count
 
 

@@ -71,3 +71,46 @@ def test_the_epoch_checkpoint_keeps_modelcheckpoints_key(tmp_path):
         ours, theirs = EpochCheckpoint(tmp_path, **kwargs), ModelCheckpoint(tmp_path, **kwargs)
         assert ours.state_key == theirs.state_key and "EpochCheckpoint" not in ours.state_key
         assert "state_key" in vars(ours)  # computed once, then read from the instance
+
+
+def test_the_bar_shows_the_epochs_running_loss_and_accuracy(tmp_path):
+    """No self.log per step: the bar reads the running means, the first batch's loss after one step and the epoch's
+    recorded training loss and accuracy after the last."""
+    import pytorch_lightning as pl
+
+    from callbacks.lightning_progress import ThrottledRichProgressBar
+    from datamodules import load_splits
+    from lab.run.backend import get_backend
+    from lightning_modules.training import train
+
+    class Probe(pl.Callback):
+        shown: dict[int, tuple[dict, float]] = {}
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if batch_idx in (0, trainer.num_training_batches - 1):
+                bar = ThrottledRichProgressBar().get_metrics(trainer, module)
+                self.shown[batch_idx] = {"loss": bar["loss"], "acc": bar["acc"]}, float(outputs["loss"])
+
+    settings = make_settings({"dataset": "digits", "epochs": 1, "profile": False, "train_images": 320})
+    splits = load_splits("digits", train_images=320)
+    probe = Probe()
+    history = train(settings, splits, tmp_path, get_backend("lightning").plan_devices(settings),
+                    callbacks=(probe,)).record.history
+    first, first_loss = probe.shown[0]
+    last, _ = probe.shown[9]
+    assert first["loss"] == pytest.approx(first_loss, rel=1e-6) and 0 <= first["acc"] <= 1
+    assert last["loss"] == pytest.approx(history[0]["train/loss"], rel=1e-6) != first["loss"]
+    assert last["acc"] == pytest.approx(history[0]["train/acc"], rel=1e-6)
+
+
+def test_batches_already_on_the_device_are_not_walked_through():
+    import torch
+
+    from datamodules import load_splits
+    from datamodules.torch_data import ArraysDataModule, Part
+
+    data = ArraysDataModule(load_splits("digits"), 32)
+    batch = (torch.zeros(2, 8, 8, 1, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), Part(0, 2))
+    assert data.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+    moved = data.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved[0].device.type == moved[1].device.type == "meta" and moved[2] == batch[2]

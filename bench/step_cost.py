@@ -197,7 +197,6 @@ def micro(num_classes: int, rounds: int, calls: int = 2000) -> None:
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
-
     from pytorch_lightning.profilers import PassThroughProfiler
     from torchmetrics import Metric
 

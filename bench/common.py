@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,70 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = str(REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
 
 
+class Baton:
+    """Turns between the processes of a paired benchmark (run_paired): a way's process computes only while it
+    holds the baton, so the ways' epochs alternate, each alone on the machine and seconds from the others', and
+    a slow spell of a shared machine falls on all of them alike. Outside run_paired it does nothing."""
+
+    def __init__(self):
+        fds = os.environ.get(BATON_ENV)
+        self.fds = tuple(int(fd) for fd in fds.split(",")) if fds else None
+
+    def turn(self) -> None:
+        """Give the baton back (ready for the next epoch) and wait to get it again. Call it where no clock runs."""
+        if self.fds:
+            os.write(self.fds[1], READY)
+            if os.read(self.fds[0], 1) != GO:
+                raise SystemExit("the paired benchmark ended")
+
+    def end(self) -> None:
+        """This process's work is done."""
+        if self.fds:
+            os.write(self.fds[1], ENDED)
+
+
+BATON_ENV, READY, GO, ENDED = "BENCH_BATON", b"r", b"g", b"e"
+
+
+def run_paired(children: dict[str, tuple[list[str], Path, Path, Path, dict]]) -> dict[str, dict]:
+    """Start every way's process (argv, result, log, code, env: as fresh_process), let each set itself up, then
+    hand a baton round them in order, one epoch each, until every one has ended: {way: its result}."""
+    procs, pipes = {}, {}
+    try:
+        for way, (argv, _, log, code, env) in children.items():
+            go_r, go_w = os.pipe()
+            back_r, back_w = os.pipe()
+            with log.open("a") as out:
+                procs[way] = subprocess.Popen(
+                    argv, cwd=code, stdout=out, stderr=subprocess.STDOUT, pass_fds=(go_r, back_w),
+                    start_new_session=True,
+                    env={**os.environ, "PYTHONPATH": str(code), **env, BATON_ENV: f"{go_r},{back_w}"})
+            os.close(go_r)
+            os.close(back_w)
+            pipes[way] = go_w, back_r
+        live = [way for way in children if os.read(pipes[way][1], 1) == READY]
+        while live:
+            for way in list(live):
+                os.write(pipes[way][0], GO)
+                if os.read(pipes[way][1], 1) != READY:  # ENDED, or b"" when it died
+                    live.remove(way)
+                    procs[way].wait()  # its exit (the interpreter's teardown) overlaps no other's epoch
+        results = {}
+        for way, (_, result, log, _, _) in children.items():
+            if procs[way].wait():
+                raise SystemExit(f"{log.stem} failed (exit {procs[way].returncode}); its output: {log}")
+            results[way] = json.loads(result.read_text())
+        return results
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for fds in pipes.values():
+            for fd in fds:
+                os.close(fd)
+
+
 def hand_written_torch(settings, splits, epochs: int, device: str = "cpu",
                        compiled: bool = False) -> tuple[list[float], float]:
     """The fair hand-written PyTorch loop (fair_torch_loop): epoch times (train + validation) and test accuracy."""
@@ -31,12 +96,13 @@ def hand_written_torch(settings, splits, epochs: int, device: str = "cpu",
     return [row["time/epoch_s"] for row in history], test_acc
 
 
-def fair_torch_loop(settings, splits, epochs: int, device: str = "cpu",
-                    compiled: bool = False) -> tuple[list[dict], float]:
+def fair_torch_loop(settings, splits, epochs: int, device: str = "cpu", compiled: bool = False,
+                    baton: Baton | None = None) -> tuple[list[dict], float]:
     """A plain PyTorch loop over preloaded tensors that computes what both backends record each epoch: the
     training loss (the batches' mean losses weighted by their sizes) and accuracy, and the validation loss and
     accuracy; the sums stay on the device until the epoch ends. Returns the history (the rows RunRecord writes)
-    and the test accuracy. compiled: the network under torch.compile, as --compile does."""
+    and the test accuracy. compiled: the network under torch.compile, as --compile does; baton: turns taken before
+    each epoch (run_paired)."""
     import torch
     from torch.nn import functional as F
 
@@ -52,6 +118,8 @@ def fair_torch_loop(settings, splits, epochs: int, device: str = "cpu",
     x, y = torch.from_numpy(splits.train.images).to(device), torch.from_numpy(splits.train.labels).to(device)
     history = []
     for epoch in range(epochs):
+        if baton is not None:
+            baton.turn()
         start = time.perf_counter()
         net.train()
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
@@ -89,7 +157,7 @@ def _torch_evaluate(net, part, device) -> tuple[float, float]:
     return loss_sum.item() / len(part), correct.item() / len(part)
 
 
-def plain_keras_fit(settings, splits, epochs: int) -> list[float]:
+def plain_keras_fit(settings, splits, epochs: int, baton: Baton | None = None) -> list[float]:
     """model.fit on float numpy arrays, as in the keras-io examples: epoch times (train + validation)."""
     from keras_models.network import build_model
     from keras_models.training import compile_model
@@ -99,15 +167,16 @@ def plain_keras_fit(settings, splits, epochs: int) -> list[float]:
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
     model = compile_model(build_model(spec, splits.input_shape, splits.mean, splits.std), settings.optimizer,
                           settings.lr)
-    times = EpochTimes()
+    times = EpochTimes(baton)
     model.fit(splits.train.images, splits.train.labels, batch_size=settings.batch_size, epochs=epochs,
               validation_data=(splits.val.images, splits.val.labels), callbacks=[times.keras()], verbose=0)
     return times.times
 
 
 class EpochTimes:
-    def __init__(self):
+    def __init__(self, baton: Baton | None = None):
         self.times: list[float] = []
+        self.baton = baton or Baton()
 
     def keras(self):
         from lab.frameworks import keras
@@ -116,6 +185,7 @@ class EpochTimes:
 
         class _Timer(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
+                outer.baton.turn()
                 self.start = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):

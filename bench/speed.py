@@ -10,6 +10,9 @@ path; plain Keras model.fit on arrays; the project's Keras path. --compile adds 
 torch.compile and both project paths with --compile. Each round runs every way once, in reverse order every
 other round; the first epoch of each run is warm-up (and compiling) and left out.
 
+--paired starts the ways of a round together and lets them take turns, one epoch each (bench.common.Baton),
+so that their epochs alternate seconds apart instead of runs minutes apart.
+
 Prints each way's median epoch (train + validation) per round, the project paths' per-step profiles
 (results.json "profile"), and the ratios, each taken within a round and then the median over the rounds:
 project Lightning / fair hand loop (target <= 1.10x), project Keras / plain Keras fit (target <= 1.02x), ...
@@ -25,12 +28,14 @@ from pathlib import Path
 
 from bench.common import (
     REPO,
+    Baton,
     benchmark_parser,
     fair_torch_loop,
     fresh_process,
     interleaved_rounds,
     plain_keras_fit,
     run_benchmark,
+    run_paired,
     steady,
     thread_env,
 )
@@ -55,15 +60,42 @@ RATIOS = (("lightning", "hand", "project Lightning / fair hand loop (target <= 1
           ("keras-compiled", "keras", "project Keras --compile / eager"))
 
 
-def project_run(backend: str, settings, splits) -> tuple[list[float], dict | None]:
+def project_run(backend: str, settings, splits, baton: Baton | None = None) -> tuple[list[float], dict | None]:
     """Epoch times (train + validation) and per-step profile of one run of the project's own training."""
     from lab.run.backend import get_backend
 
-    trainer = get_backend(backend)
-    plan = trainer.plan_devices(settings)
+    plan = get_backend(backend).plan_devices(settings)
+    if backend == "lightning":
+        from lightning_modules.training import train
+    else:
+        from keras_models.training import train
     with tempfile.TemporaryDirectory() as tmp:
-        trained = trainer.train(settings, splits, Path(tmp), plan, resume=False)
+        trained = train(settings, splits, Path(tmp), plan, callbacks=(_turns(backend, baton or Baton()),))
     return [row["time/epoch_s"] for row in trained.record.history], trained.profile
+
+
+def _turns(backend: str, baton: Baton):
+    """A callback taking the baton's turns (bench.common.Baton) outside the recorder's epoch clock: before the
+    first epoch and after each epoch's end, where the project's recorder, first of the callbacks, stopped it."""
+    if backend == "lightning":
+        import pytorch_lightning as pl
+
+        class Turns(pl.Callback):
+            def on_train_start(self, trainer, pl_module):
+                baton.turn()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                baton.turn()
+    else:
+        from lab.frameworks import keras
+
+        class Turns(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                baton.turn()
+
+            def on_epoch_end(self, epoch, logs=None):
+                baton.turn()
+    return Turns()
 
 
 def project_times(backend: str, settings, splits) -> list[float]:
@@ -71,7 +103,7 @@ def project_times(backend: str, settings, splits) -> list[float]:
     return project_run(backend, settings, splits)[0]
 
 
-def bare_lightning_times(settings, splits) -> list[float]:
+def bare_lightning_times(settings, splits, baton: Baton | None = None) -> list[float]:
     """The project's LightningModule and batches in a Trainer with no callbacks, logger, checkpoints or
     progress bar: what Lightning's own loop costs, apart from what the project adds to it."""
     import pytorch_lightning as pl
@@ -86,6 +118,7 @@ def bare_lightning_times(settings, splits) -> list[float]:
             self.times: list[float] = []
 
         def on_train_epoch_start(self, trainer, module):
+            (baton or Baton()).turn()
             synchronize(trainer)
             self.start = time.perf_counter()
 
@@ -102,20 +135,21 @@ def bare_lightning_times(settings, splits) -> list[float]:
     return clock.times
 
 
-def run_way(way: str, settings, splits) -> tuple[list[float], dict | None]:
+def run_way(way: str, settings, splits, baton: Baton | None = None) -> tuple[list[float], dict | None]:
     """One way in this process: (epoch times, the project path's profile or None)."""
     from dataclasses import replace
 
     if way in ("hand", "hand-compiled"):
         device = "cuda" if _accelerator(settings) == "gpu" else "cpu"
-        history, _ = fair_torch_loop(settings, splits, settings.epochs, device, compiled=way == "hand-compiled")
+        history, _ = fair_torch_loop(settings, splits, settings.epochs, device, compiled=way == "hand-compiled",
+                                     baton=baton)
         return [row["time/epoch_s"] for row in history], None
     if way == "bare-lightning":
-        return bare_lightning_times(settings, splits), None
+        return bare_lightning_times(settings, splits, baton), None
     if way == "keras-fit":
-        return plain_keras_fit(settings, splits, settings.epochs), None
+        return plain_keras_fit(settings, splits, settings.epochs, baton), None
     backend = way.split("-")[0]
-    return project_run(backend, replace(settings, compile=way.endswith("-compiled")), splits)
+    return project_run(backend, replace(settings, compile=way.endswith("-compiled")), splits, baton)
 
 
 def _accelerator(settings) -> str:
@@ -146,8 +180,10 @@ def child(args) -> None:
     settings = _settings(args)
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
                          train_images=settings.train_images)
-    times, profile = run_way(args.way, settings, splits)
+    baton = Baton()
+    times, profile = run_way(args.way, settings, splits, baton)
     write_json_atomic(args.result, {"times": times, "profile": profile, "train_images": len(splits.train)})
+    baton.end()
 
 
 def _child_argv(args, way: str, result: Path) -> list[str]:
@@ -159,13 +195,30 @@ def _child_argv(args, way: str, result: Path) -> list[str]:
     return argv
 
 
-def run_way_in_fresh_process(args, way: str, logs: Path) -> dict:
-    """One run of `way` in a new process; its output goes to a log, its result comes back. A way ending in
-    BASELINE runs from --baseline's copy of the project."""
+def _child(args, way: str, logs: Path) -> tuple[list[str], Path, Path, Path, dict]:
+    """How `way` runs in a new process: (argv, its result, its log, the project copy, its environment). A way
+    ending in BASELINE runs from --baseline's copy of the project."""
     result = logs / f"{way}.json"
     code = Path(args.baseline) if way.endswith(BASELINE) else REPO
-    return fresh_process(_child_argv(args, way.removesuffix(BASELINE), result), result, logs / f"{way}.log", code,
-                         thread_env(args.threads))
+    return _child_argv(args, way.removesuffix(BASELINE), result), result, logs / f"{way}.log", code, \
+        thread_env(args.threads)
+
+
+def run_way_in_fresh_process(args, way: str, logs: Path) -> dict:
+    """One run of `way` in a new process; its output goes to a log, its result comes back."""
+    return fresh_process(*_child(args, way, logs))
+
+
+def paired_rounds(args, ways: list[str], logs: Path) -> dict[str, list[dict]]:
+    """--paired: each round starts every way's process at once; they take turns epoch by epoch (run_paired), in
+    reverse order every other round: {way: [its result of each round]}."""
+    results = {way: [] for way in ways}
+    for round_ in range(args.rounds):
+        order = ways if round_ % 2 == 0 else list(reversed(ways))
+        for way, result in run_paired({way: _child(args, way, logs) for way in order}).items():
+            results[way].append(result)
+            print(f"round {round_ + 1}: {way}: " + ", ".join(f"{t:.2f}" for t in result["times"]) + " s", flush=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", default=None,
                         help="a copy of the project at an earlier commit (git archive COMMIT | tar -x -C DIR): each "
                              "project way also runs from it, as WAY@baseline, for before/after ratios")
+    parser.add_argument("--paired", action="store_true",
+                        help="start every way's process of a round at once and let them take turns, one epoch each, "
+                             "so that their epochs alternate seconds apart (steadier ratios on a shared machine)")
     parser.add_argument("--way", default=None, help=argparse.SUPPRESS)  # a child process: one run of one way
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -198,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         ways = {**ways, **{k + BASELINE: f"{v} (baseline)" for k, v in ways.items() if k in PROJECT}}
     with tempfile.TemporaryDirectory() as logs:
+        if args.paired:
+            return report(args, ways, paired_rounds(args, list(ways), Path(logs)))
         results = interleaved_rounds(args.rounds, ["speed"], {k: k for k in ways},
                                      lambda _, way: run_way_in_fresh_process(args, way, Path(logs)),
                                      lambda r: ", ".join(f"{t:.2f}" for t in r["times"]) + " s")["speed"]

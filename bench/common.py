@@ -66,19 +66,20 @@ def run_paired(children: dict[str, tuple[list[str], Path, Path, Path, dict]]) ->
             os.close(go_r)
             os.close(back_w)
             pipes[way] = go_w, back_r
-        live = [way for way in children if os.read(pipes[way][1], 1) == READY]
+        def answer(way: str) -> bytes:  # READY, or ENDED once its process has exited well
+            said = os.read(pipes[way][1], 1)
+            if said != READY and procs[way].wait():  # its exit (the teardown) overlaps no other's epoch
+                log = children[way][2]
+                raise SystemExit(f"{log.stem} failed (exit {procs[way].returncode}); its output: {log}")
+            return said
+
+        live = [way for way in children if answer(way) == READY]
         while live:
             for way in list(live):
                 os.write(pipes[way][0], GO)
-                if os.read(pipes[way][1], 1) != READY:  # ENDED, or b"" when it died
+                if answer(way) != READY:
                     live.remove(way)
-                    procs[way].wait()  # its exit (the interpreter's teardown) overlaps no other's epoch
-        results = {}
-        for way, (_, result, log, _, _) in children.items():
-            if procs[way].wait():
-                raise SystemExit(f"{log.stem} failed (exit {procs[way].returncode}); its output: {log}")
-            results[way] = json.loads(result.read_text())
-        return results
+        return {way: json.loads(result.read_text()) for way, (_, result, *_) in children.items()}
     finally:
         for proc in procs.values():
             if proc.poll() is None:

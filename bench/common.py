@@ -66,6 +66,7 @@ def run_paired(children: dict[str, tuple[list[str], Path, Path, Path, dict]]) ->
             os.close(go_r)
             os.close(back_w)
             pipes[way] = go_w, back_r
+
         def answer(way: str) -> bytes:  # READY, or ENDED once its process has exited well
             said = os.read(pipes[way][1], 1)
             if said != READY and procs[way].wait():  # its exit (the teardown) overlaps no other's epoch

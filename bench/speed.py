@@ -69,8 +69,9 @@ def project_run(backend: str, settings, splits, baton: Baton | None = None) -> t
         from lightning_modules.training import train
     else:
         from keras_models.training import train
+    turns = (_turns(backend, baton),) if baton and baton.fds else ()  # only when paired: the path as users run it
     with tempfile.TemporaryDirectory() as tmp:
-        trained = train(settings, splits, Path(tmp), plan, callbacks=(_turns(backend, baton or Baton()),))
+        trained = train(settings, splits, Path(tmp), plan, callbacks=turns)
     return [row["time/epoch_s"] for row in trained.record.history], trained.profile
 
 
@@ -118,7 +119,8 @@ def bare_lightning_times(settings, splits, baton: Baton | None = None) -> list[f
             self.times: list[float] = []
 
         def on_train_epoch_start(self, trainer, module):
-            (baton or Baton()).turn()
+            if baton is not None:
+                baton.turn()
             synchronize(trainer)
             self.start = time.perf_counter()
 

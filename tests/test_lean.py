@@ -12,6 +12,8 @@ from lab.config.settings import make_settings
 
 
 def test_the_fair_loop_records_what_lightning_records(tmp_path):
+    """Also: with no self.log per step, the bar reads the running means: the first batch's loss after one step,
+    the epoch's recorded training loss and accuracy after the last."""
     from bench.common import fair_torch_loop
     from datamodules import load_splits
     from lab.records.recording import EPOCH_TAGS
@@ -20,12 +22,36 @@ def test_the_fair_loop_records_what_lightning_records(tmp_path):
 
     settings = make_settings({"dataset": "digits", "epochs": 2, "profile": False})
     splits = load_splits("digits")
-    lightning = train(settings, splits, tmp_path, get_backend("lightning").plan_devices(settings)).record.history
+    bar = bar_probe()
+    lightning = train(settings, splits, tmp_path, get_backend("lightning").plan_devices(settings),
+                      callbacks=(bar,)).record.history
     by_hand, _ = fair_torch_loop(settings, splits, settings.epochs)
     assert [row["epoch"] for row in lightning] == [row["epoch"] for row in by_hand] == [1, 2]
     for mine, theirs in zip(lightning, by_hand):
         for tag in EPOCH_TAGS[:-1]:
             assert mine[tag] == pytest.approx(theirs[tag], rel=1e-5), (mine["epoch"], tag)
+    for row, (first, first_loss), (last, _) in zip(lightning, bar.shown[::2], bar.shown[1::2]):
+        assert first["loss"] == pytest.approx(first_loss, rel=1e-6) != last["loss"]
+        assert last["loss"] == pytest.approx(row["train/loss"], rel=1e-6)
+        assert last["acc"] == pytest.approx(row["train/acc"], rel=1e-6)
+
+
+def bar_probe():
+    """A callback reading what the project's progress bar shows after each epoch's first and last batch."""
+    import pytorch_lightning as pl
+
+    from callbacks.lightning_progress import ThrottledRichProgressBar
+
+    class Probe(pl.Callback):
+        def __init__(self):
+            self.shown: list[tuple[dict, float]] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if batch_idx in (0, trainer.num_training_batches - 1):
+                metrics = ThrottledRichProgressBar().get_metrics(trainer, module)
+                self.shown.append(({"loss": metrics["loss"], "acc": metrics["acc"]}, float(outputs["loss"])))
+
+    return Probe()
 
 
 def test_on_a_machine_without_a_gpu_torch_stops_looking_for_one(monkeypatch):
@@ -71,36 +97,6 @@ def test_the_epoch_checkpoint_keeps_modelcheckpoints_key(tmp_path):
         ours, theirs = EpochCheckpoint(tmp_path, **kwargs), ModelCheckpoint(tmp_path, **kwargs)
         assert ours.state_key == theirs.state_key and "EpochCheckpoint" not in ours.state_key
         assert "state_key" in vars(ours)  # computed once, then read from the instance
-
-
-def test_the_bar_shows_the_epochs_running_loss_and_accuracy(tmp_path):
-    """No self.log per step: the bar reads the running means, the first batch's loss after one step and the epoch's
-    recorded training loss and accuracy after the last."""
-    import pytorch_lightning as pl
-
-    from callbacks.lightning_progress import ThrottledRichProgressBar
-    from datamodules import load_splits
-    from lab.run.backend import get_backend
-    from lightning_modules.training import train
-
-    class Probe(pl.Callback):
-        shown: dict[int, tuple[dict, float]] = {}
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if batch_idx in (0, trainer.num_training_batches - 1):
-                bar = ThrottledRichProgressBar().get_metrics(trainer, module)
-                self.shown[batch_idx] = {"loss": bar["loss"], "acc": bar["acc"]}, float(outputs["loss"])
-
-    settings = make_settings({"dataset": "digits", "epochs": 1, "profile": False, "train_images": 320})
-    splits = load_splits("digits", train_images=320)
-    probe = Probe()
-    history = train(settings, splits, tmp_path, get_backend("lightning").plan_devices(settings),
-                    callbacks=(probe,)).record.history
-    first, first_loss = probe.shown[0]
-    last, _ = probe.shown[9]
-    assert first["loss"] == pytest.approx(first_loss, rel=1e-6) and 0 <= first["acc"] <= 1
-    assert last["loss"] == pytest.approx(history[0]["train/loss"], rel=1e-6) != first["loss"]
-    assert last["acc"] == pytest.approx(history[0]["train/acc"], rel=1e-6)
 
 
 def test_batches_already_on_the_device_are_not_walked_through():

@@ -30,6 +30,7 @@ def test_the_fair_loop_records_what_lightning_records(tmp_path):
     for mine, theirs in zip(lightning, by_hand):
         for tag in EPOCH_TAGS[:-1]:
             assert mine[tag] == pytest.approx(theirs[tag], rel=1e-5), (mine["epoch"], tag)
+    assert len(bar.shown) == 4  # each epoch's first and last batch
     for row, (first, first_loss), (last, _) in zip(lightning, bar.shown[::2], bar.shown[1::2]):
         assert first["loss"] == pytest.approx(first_loss, rel=1e-6) != last["loss"]
         assert last["loss"] == pytest.approx(row["train/loss"], rel=1e-6)

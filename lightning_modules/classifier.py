@@ -13,7 +13,22 @@ from datamodules.torch_data import Part
 from lightning_modules.compiling import eager_keys
 
 
-class ImageClassifier(pl.LightningModule):
+class PlainAttributes:
+    """Attributes named in `_plain` are set every step by Lightning or torchmetrics and are never parameters,
+    buffers or submodules: they skip torch's Module.__setattr__, whose checks cost a few microseconds a call."""
+
+    _plain: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in self._plain:
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
+
+class ImageClassifier(PlainAttributes, pl.LightningModule):
+    _plain = ("_current_fx_name",)  # Lightning sets it before and after every hook it calls, some 50 times a step
+
     def __init__(self, net: nn.Module, num_classes: int, optimizer: str = "adam", lr: float = 1e-3,
                  augment: nn.Module | None = None):
         """augment(uint8 images, global batch index, Part) -> augmented uint8 images, on training batches only."""
@@ -25,15 +40,6 @@ class ImageClassifier(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
-
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning sets _current_fx_name before and after every hook it calls, some 50 times a training step;
-        # it is a string, never a parameter, buffer or submodule, so torch's Module.__setattr__ (its checks cost
-        # a few microseconds each time) is skipped for it.
-        if name == "_current_fx_name":
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
 
     def training_step(self, batch, batch_idx):
         images, labels, *rest = batch
@@ -83,7 +89,7 @@ class ImageClassifier(pl.LightningModule):
         return torch.optim.Adam(params, lr=self.hparams.lr, eps=1e-7)
 
 
-class EpochMetrics(Metric):
+class EpochMetrics(PlainAttributes, Metric):
     """The mean loss, weighted by the batches' sizes as Keras weights it, and the micro-averaged accuracy (Keras'
     "accuracy") of an epoch: three sums kept on the device, a few tensor operations a step, summed over the
     processes once, in compute(). A NaN loss stays NaN in the mean, as in Keras.
@@ -93,20 +99,13 @@ class EpochMetrics(Metric):
     cost a small network 0.3-0.5 ms a step on a CPU."""
 
     full_state_update = False
+    _plain = ("_computed", "_update_count")  # set by torchmetrics' update wrapper at every update
 
     def __init__(self):
         super().__init__()
         self.add_state("loss_sum", torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
-
-    def __setattr__(self, name: str, value) -> None:
-        # torchmetrics' update wrapper sets these two plain values every step; Module.__setattr__'s checks are for
-        # parameters, buffers and submodules, which they never are.
-        if name in ("_computed", "_update_count"):
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         # in place: `self.x += ...` would go through Metric's and Module's __setattr__, three times a step

@@ -1,8 +1,8 @@
 """The cost of a steady Lightning training step against the fair hand-written loop's, in one process, one thread.
 
-    python -m bench.step_cost [--rounds 4] [--train-images 16000] [--threads 1]
+    python -m bench.step_cost [--rounds 4] [--train-images 16000] [--threads 1] [--model mlp]
 
-Steps 50 to 450 of one epoch of first_cnn, batch 32, Fashion-MNIST, per way, in interleaved
+Steps 50 to 450 of one epoch of first_cnn (or --model), batch 32, Fashion-MNIST, per way, in interleaved
 rounds; each step timed in wall time and in the main thread's CPU time. With one thread, PyTorch computes on
 the main thread, so its CPU time is the step's work, and hardly moves when other processes share the machine,
 while wall time does. The ways:
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from bench.common import benchmark_parser, interleaved_rounds, run_benchmark
+from lab.specs.models import MODELS
 
 FIRST, LAST = 50, 450
 
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser("step_cost", __doc__)
     parser.add_argument("--dataset", default="fashion_mnist", help="dataset (default fashion_mnist)")
     parser.add_argument("--data-dir", default=None, help="where the dataset files are")
+    parser.add_argument("--model", default="first_cnn", choices=MODELS,
+                        help="model (default first_cnn; mlp: little compute, so the loop's own cost shows)")
     parser.add_argument("--train-images", type=int, default=16000, help="training images (default 16000)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds over the ways (default 4)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch's threads (default 1)")
@@ -278,14 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     from lab.config.settings import make_settings
 
     torch.set_num_threads(args.threads)
-    settings = make_settings({"dataset": args.dataset, "data_dir": args.data_dir, "epochs": 1,
+    settings = make_settings({"dataset": args.dataset, "data_dir": args.data_dir, "model": args.model, "epochs": 1,
                               "train_images": args.train_images, "profile": False})
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
                          train_images=settings.train_images)
     micro(splits.num_classes, args.rounds)
     results = interleaved_rounds(args.rounds, ["steps"], WAYS, lambda _, way: way(settings, splits),
                                  lambda r: f"wall {r['wall']:.2f} ms, cpu {r['cpu']:.2f} ms")["steps"]
-    print(f"\nfirst_cnn, batch 32, {settings.dataset}: median step {FIRST}-{LAST}, {args.threads} thread(s), "
+    print(f"\n{settings.model}, batch 32, {settings.dataset}: median step {FIRST}-{LAST}, {args.threads} thread(s), "
           f"{args.rounds} rounds (median of rounds), and against the fair hand loop within each round")
     hand = results["fair hand loop"]
     for way, rounds in results.items():

@@ -49,8 +49,9 @@ def profile_sentence(profiles: list[tuple[str, dict]]) -> str:
     parts = "; ".join(f"{name} {p['step_ms']:.2f} ms: compute {p['compute_ms']:.2f}, data {p['data_ms']:.2f}, "
                       f"the framework's loop {p['overhead_ms']:.2f}" for name, p in profiles)
     return (f"A steady training step {where}, measured after training over {profiles[0][1]['steps']} steps of the "
-            f"last epoch, the compute and the data pipeline timed apart: {parts} (a negative loop share: batches "
-            "prepared while the step computed; a profile on a GPU differs).")
+            f"last epoch, the compute and the data pipeline timed apart: {parts} (a negative loop share: the parts "
+            "took longer apart than in the loop, from batches prepared while the step computed or a busy machine; "
+            "a profile on a GPU differs).")
 
 
 def _rows(keras_dir: Path, lightning_dir: Path) -> tuple[dict, dict]:

@@ -6,7 +6,8 @@
   optimizer, outside the framework's loop: the run's weights, optimizer and random state are not touched;
 - data: the training pipeline alone, a fresh copy of it, batch after batch;
 - overhead = step - compute - data: what the framework's loop adds (its hooks, metrics, logging, callbacks).
-  It is negative where the pipeline prepares batches while the step computes (tf.data's prefetching).
+  It is negative where the pipeline prepares batches while the step computes (tf.data's prefetching), or where
+  the machine was busier while the parts were timed apart than during the loop's window (a shared CPU).
 
 Each is timed in blocks of BLOCK steps (the accelerator synchronised at their ends), and the median block is
 taken: a moment when the process was descheduled on a shared machine falls in one block and is left out.

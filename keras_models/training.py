@@ -51,7 +51,6 @@ class KerasBackend:
         if plan.accelerator == "cpu":
             _configure_cpus(plan.per_node)
             _op_determinism(not settings.compile)
-        keras.mixed_precision.set_global_policy(POLICIES[plan.precision])
         return plan
 
     def is_writer(self, plan: DevicePlan) -> bool:
@@ -116,6 +115,7 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
           patience: int | None = None, callbacks: tuple = ()) -> Trained:
     """Backend.train; `callbacks` are added to every fit's (tests observe training with them)."""
     keras.backend.clear_session()  # drop the graphs of earlier runs in this process (run_lab, searches)
+    keras.mixed_precision.set_global_policy(POLICIES[plan.precision])  # after clear_session, which resets it
     keras.utils.set_random_seed(settings.seed)
     with placement(plan):
         return _train(settings, splits, run_dir, plan, resume, [*callbacks, *_early_stopping(patience)])

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lab.cli import run_command
+from core.cli import run_command
+from core.errors import LabError
 from lab.config.data import load_data
 from lab.config.settings import (
     CHOICES,
@@ -24,7 +25,6 @@ from lab.config.settings import (
     make_settings,
     parse_bool,
 )
-from lab.errors import LabError
 from lab.progress import progress
 from lab.records.results import load_results
 from lab.reports.comparison import compare_runs, format_gap, run_row

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lab.cli import run_command
+from core.cli import run_command
 from lab.config.settings import LabArgumentParser, check_out
 from lab.reports.comparison import compare_runs, default_out_dir
 

@@ -2,7 +2,7 @@
 """Train one lab experiment with PyTorch Lightning. See --help."""
 import sys
 
-from lab import frameworks
+from core import frameworks
 from lab.run import runner
 
 

@@ -19,7 +19,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lab.cli import run_command
+from core.cli import run_command
+from core.errors import LabError
 from lab.config.settings import (
     ExperimentSettings,
     LabArgumentParser,
@@ -28,7 +29,6 @@ from lab.config.settings import (
     make_settings,
     settings_from_args,
 )
-from lab.errors import LabError
 from lab.progress import progress
 from lab.run.backend import parse_backends
 from lab.run.reuse import add_comparison_flags, run_each

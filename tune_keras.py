@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.cli import run_command
+from core.cli import run_command
 from lab.config.settings import LabArgumentParser, add_progress_flag, add_setting_flags, make_settings
 from lab.progress import progress
 from lab.run.backend import BACKENDS

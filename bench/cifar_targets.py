@@ -19,9 +19,9 @@ from pathlib import Path
 import augment_compare
 from bench.common import SHARED_CIFAR as CIFAR
 from bench.common import benchmark_parser, run_benchmark
+from core.errors import LabError
 from datamodules import load_splits
 from lab.config.settings import make_settings
-from lab.errors import LabError
 from lab.records.results import load_results
 from lab.reports.comparison import run_row
 from lab.specs.models import model_spec

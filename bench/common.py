@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable, NoReturn
 
+from core.cli import run_command
 from datamodules.batching import EVAL_BATCH_SIZE, epoch_order
-from lab.cli import run_command
 from lab.config.settings import LabArgumentParser
 from lab.specs.models import model_spec
 
@@ -161,9 +161,9 @@ def _torch_evaluate(net, part, device) -> tuple[float, float]:
 
 def plain_keras_fit(settings, splits, epochs: int, baton: Baton | None = None) -> list[float]:
     """model.fit on float numpy arrays, as in the keras-io examples: epoch times (train + validation)."""
+    from core.frameworks import keras
     from keras_models.network import build_model
     from keras_models.training import compile_model
-    from lab.frameworks import keras
 
     keras.utils.set_random_seed(settings.seed)
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
@@ -181,7 +181,7 @@ class EpochTimes:
         self.baton = baton or Baton()
 
     def keras(self):
-        from lab.frameworks import keras
+        from core.frameworks import keras
 
         outer = self
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench.common import REPO, SHARED_CIFAR, benchmark_parser, interleaved_rounds, run_benchmark
-from lab.errors import LabError
+from core.errors import LabError
 
 MODELS = ("first_cnn", "cifar_cnn")
 WAYS = {"DDP 2 processes": 2, "1 process": 1}  # way -> --devices

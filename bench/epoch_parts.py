@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
 
-    from lab import frameworks
+    from core import frameworks
 
     frameworks.without_tensorflow()  # as train_lightning.py
     from datamodules import load_splits

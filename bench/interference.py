@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch_epoch("(warm-up)")
     torch_epoch("before TensorFlow")
-    from lab.frameworks import tf  # noqa: F401  (TensorFlow, loaded as the project loads it)
+    from core.frameworks import tf  # noqa: F401  (TensorFlow, loaded as the project loads it)
 
     torch_epoch("after importing TensorFlow")
     plain_keras_fit(settings, splits, 1)

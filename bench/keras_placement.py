@@ -25,7 +25,7 @@ WAYS = ("scope", "strategy")
 
 
 def one_device_strategy(plan):
-    from lab.frameworks import tf
+    from core.frameworks import tf
 
     return tf.distribute.OneDeviceStrategy("/cpu:0").scope()
 

@@ -39,7 +39,7 @@ from bench.common import (
     steady,
     thread_env,
 )
-from lab.io import write_json_atomic
+from core.io import write_json_atomic
 
 EAGER = {"hand": "fair hand-written PyTorch loop", "bare-lightning": "bare Lightning Trainer",
          "lightning": "project Lightning", "keras-fit": "plain Keras fit", "keras": "project Keras"}
@@ -88,7 +88,7 @@ def _turns(backend: str, baton: Baton):
             def on_train_epoch_end(self, trainer, pl_module):
                 baton.turn()
     else:
-        from lab.frameworks import keras
+        from core.frameworks import keras
 
         class Turns(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
@@ -174,7 +174,7 @@ def _settings(args):
 def child(args) -> None:
     """--way: one run of one way, its result written to --result as JSON."""
     if args.way in TORCH_ONLY:
-        from lab import frameworks
+        from core import frameworks
 
         frameworks.without_tensorflow()  # as train_lightning.py: this process never runs Keras
     from datamodules import load_splits

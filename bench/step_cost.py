@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="PyTorch's threads (default 1)")
     args = parser.parse_args(argv)
 
-    from lab import frameworks
+    from core import frameworks
 
     frameworks.without_tensorflow()
     import pytorch_lightning  # noqa: F401  (it sets PYTORCH_NVML_BASED_CUDA_CHECK=1: the process the ways run in)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from bench.common import REPO, benchmark_parser, interleaved_rounds, run_benchmark
 from bench.tune import SPACE
-from lab.errors import LabError
+from core.errors import LabError
 
 BACKENDS = ("lightning", "keras")
 SCRIPT = {"lightning": "tune_lightning.py", "keras": "tune_keras.py"}

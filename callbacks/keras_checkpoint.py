@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from lab.frameworks import keras
+from core.frameworks import keras
 
 _PATTERN = re.compile(r"last-epoch=(\d+)\.keras$")
 

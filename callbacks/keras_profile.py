@@ -2,7 +2,7 @@
 (lab.records.profile). A batch-begin hook keeps Keras' asynchronous batch-end callbacks as they are."""
 from __future__ import annotations
 
-from lab.frameworks import keras, tf
+from core.frameworks import keras, tf
 from lab.records.profile import StepWindow, no_sync
 
 

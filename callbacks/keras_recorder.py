@@ -3,7 +3,7 @@ TensorBoard with the epoch as step, under the tags the Lightning side uses, and 
 when the progress mode asks for one (lab.progress)."""
 from __future__ import annotations
 
-from lab.frameworks import keras, tf
+from core.frameworks import keras, tf
 from lab.progress import print_epoch
 from lab.records.recording import EPOCH_TAGS, RunRecord
 

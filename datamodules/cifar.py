@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import LabError
 from datamodules.base import ImageSet, RawDataset
-from lab.errors import LabError
 
 BATCHES_DIR = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import LabError
 from datamodules.base import ImageSet, RawDataset
 from datamodules.resize import resize_image
-from lab.errors import LabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import LabError
 from datamodules.base import ImageSet, RawDataset
-from lab.errors import LabError
 
 IMAGES_MAGIC = 0x0803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x0801  # unsigned bytes, 1 dimension

@@ -5,13 +5,13 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from core.errors import LabError, one_line
+from core.io import download_timeout
 from datamodules import cifar, idx
 from datamodules.base import RawDataset
 from datamodules.digits import load_digits
 from datamodules.folder import load_folder
 from datamodules.resize import resize_raw
-from lab.errors import LabError, one_line
-from lab.io import download_timeout
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "folder")
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist package

@@ -11,8 +11,8 @@ import numbers
 
 import numpy as np
 
+from core.errors import LabError
 from datamodules.base import DataSplits, ImageSet, RawDataset
-from lab.errors import LabError
 
 DEFAULT_TEST_FRACTION = 0.2
 

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from core.errors import LabError
 from datamodules.base import DataSplits, ImageSet, RawDataset
 from datamodules.splits import channel_stats
-from lab.errors import LabError
 
 
 def parse_classes(spec: str, class_names: tuple[str, ...]) -> list[int]:

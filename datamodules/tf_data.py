@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.frameworks import tf
 from datamodules.base import ImageSet
 from datamodules.batching import EVAL_BATCH_SIZE, epoch_order, replica_weights, train_batches, trained_images
-from lab.frameworks import tf
 
 
 def train_dataset(part: ImageSet, batch_size: int, seed: int, first_epoch: int, epochs: int,

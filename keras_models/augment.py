@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lab.frameworks import keras, tf
+from core.frameworks import keras, tf
 from lab.specs import augmentation as A
 
 

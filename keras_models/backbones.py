@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.errors import LabError, one_line
+from core.frameworks import keras
+from core.io import download_timeout
 from datamodules.base import DataSplits
 from keras_models.network import build_model, spec_layers
-from lab.errors import LabError, one_line
-from lab.frameworks import keras
-from lab.io import download_timeout
 from lab.specs.models import model_spec
 from lab.specs.phases import Phase, has_params, is_pretrained, spec_blocks, trains_block
 from lab.specs.zoo import BACKBONES, image_size, is_backbone

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lab.frameworks import keras
+from core.frameworks import keras
 from lab.specs import architectures as A
 
 L = keras.layers

@@ -8,7 +8,7 @@ import random
 import numpy as np
 
 from callbacks.keras_profile import StepClock
-from lab.frameworks import keras, tf
+from core.frameworks import keras, tf
 from lab.records.profile import breakdown, next_batch, no_sync
 
 

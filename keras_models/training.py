@@ -14,6 +14,8 @@ import numpy as np
 from callbacks.keras_checkpoint import LastCheckpoint, find_last
 from callbacks.keras_profile import StepClock
 from callbacks.keras_recorder import KerasRecorder
+from core.errors import LabError
+from core.frameworks import keras, tf
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
@@ -24,8 +26,6 @@ from keras_models.profiling import measure
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
 from lab.config.launch import Launch, detect
-from lab.errors import LabError
-from lab.frameworks import keras, tf
 from lab.progress import progress_mode
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.errors import LabError, one_line
+from core.frameworks import keras
 from keras_models import backbones  # noqa: F401  registers ZooPreprocess, which zoo checkpoints hold
 from keras_models.backbones import TransferModel
-from lab.errors import LabError, one_line
-from lab.frameworks import keras
 from lab.specs.weight_sources import WeightsSource, head_status, keeps_head, mismatch_sentence
 from lab.specs.zoo import is_backbone
 

@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 
-from lab.errors import LabError
+from core.errors import LabError
 
 MODES = ("auto", "bar", "epoch", "none")
 ENV = "LAB_PROGRESS"

@@ -14,7 +14,7 @@ import shutil
 
 from torch import nn
 
-from lab.errors import LabError
+from core.errors import LabError
 
 BACKEND_ENV = "LAB_TORCH_COMPILE_BACKEND"
 COMPILED_PREFIX = "_orig_mod."

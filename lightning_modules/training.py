@@ -23,11 +23,11 @@ from callbacks.lightning_finetuning import PhaseFinetuning
 from callbacks.lightning_profile import StepClock
 from callbacks.lightning_progress import ThrottledRichProgressBar
 from callbacks.lightning_recorder import LightningRecorder
+from core.errors import LabError
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.torch_data import ArraysDataModule
 from lab.config.devices import DevicePlan, plan_devices
-from lab.errors import LabError
 from lab.progress import progress_mode
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint

@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 
-from lab.errors import LabError, one_line
-from lab.io import download_timeout
+from core.errors import LabError, one_line
+from core.io import download_timeout
 from lab.specs.weight_sources import WeightsSource, head_status, keeps_head, mismatch_sentence
 from lightning_modules.compiling import eager_keys
 from lightning_modules.components.backbones import ZOO_CLASSIFIER, BackboneNet, TransferNet

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import LabError
 from datamodules.base import ImageSet, RawDataset
 from datamodules.batching import train_batches, trained_images
 from datamodules.splits import make_splits
 from lab.config.settings import make_settings
-from lab.errors import LabError
 from lab.specs import augmentation as A
 from lightning_modules.components import augment as torch_augment
 from lightning_modules.components import count_params

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-import lab.frameworks
+import core.frameworks
 import train_keras
 import train_lightning
 from conftest import call_main
@@ -20,7 +20,7 @@ SCRIPTS = {"train_lightning.py": train_lightning, "train_keras.py": train_keras}
 def _keep_tensorflow(monkeypatch):
     """train_lightning.main declares its process TensorFlow-free (a stub module in sys.modules); this
     process also runs Keras, which needs the real TensorFlow."""
-    monkeypatch.setattr(lab.frameworks, "without_tensorflow", lambda: None)
+    monkeypatch.setattr(core.frameworks, "without_tensorflow", lambda: None)
 
 
 def _benchmark(module_name: str):
@@ -87,7 +87,7 @@ def test_entry_scripts_hand_their_flags_to_the_runner(script, backend, monkeypat
     calls = []
     monkeypatch.setattr(runner, "main", lambda name, argv=None: calls.append((name, argv)) or 7)
     tensorflow_free = []
-    monkeypatch.setattr(lab.frameworks, "without_tensorflow", lambda: tensorflow_free.append(True))
+    monkeypatch.setattr(core.frameworks, "without_tensorflow", lambda: tensorflow_free.append(True))
     assert SCRIPTS[script].main(["--epochs", "1"]) == 7
     assert calls == [(backend, ["--epochs", "1"])]
     assert tensorflow_free == ([True] if backend == "lightning" else [])  # Lightning's process never runs Keras
@@ -141,8 +141,8 @@ def test_out_that_cannot_be_a_folder_is_refused_before_anything_runs(script, whe
 
 
 def test_out_in_a_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    from core.errors import LabError
     from lab.config import settings
-    from lab.errors import LabError
 
     settings.check_out(tmp_path / "new" / "runs")  # missing folders under a writable one are fine
     # The tests run as root, for whom every folder is writable: the refusal is shown with os.access saying no.

@@ -10,7 +10,7 @@ from test_analysis import fake_history, fake_results, table_rows
 
 import compare
 from conftest import call_main
-from lab.errors import LabError
+from core.errors import LabError
 from lab.records.results import save_results
 from lab.reports.comparison import MD_COLUMNS, compare_runs, default_out_dir
 from lab.reports.plots import png_to_array

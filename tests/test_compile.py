@@ -56,8 +56,8 @@ def _lightning_losses(settings, splits, compiled: bool) -> list[float]:
 
 
 def _keras_losses(settings, splits) -> list[float]:
+    from core.frameworks import keras
     from keras_models.training import build_compiled
-    from lab.frameworks import keras
 
     keras.utils.set_random_seed(settings.seed)
     model = build_compiled(settings, splits)
@@ -98,8 +98,8 @@ def test_compile_without_a_cpp_compiler_is_refused_in_one_sentence(tmp_path, mon
 
 
 def test_xla_that_keras_would_switch_off_is_refused(digits):
+    from core.errors import LabError
     from keras_models.training import _op_determinism, build_compiled
-    from lab.errors import LabError
 
     _op_determinism(True)  # Keras runs no XLA under deterministic ops, and would only warn
     with pytest.raises(LabError, match="--compile cannot compile this model with XLA"):

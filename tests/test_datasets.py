@@ -16,11 +16,11 @@ import pytest
 
 import datamodules
 from conftest import write_image_tree, write_png
+from core.errors import LabError
 from datamodules import folder, registry
 from datamodules.base import ImageSet, RawDataset
 from datamodules.idx import FASHION_CLASSES, IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from datamodules.splits import channel_stats, make_splits
-from lab.errors import LabError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = REPO.parent / "shared/data/cifar10-jpg.tar.gz"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab.errors import LabError
+from core.errors import LabError
 from lab.records.rundirs import versions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_keras_mirrored_on_two_cpu_devices_matches_one(spawn, tmp_path):
 
 def keras_weights(run_dir: Path) -> list[np.ndarray]:
     from callbacks.keras_checkpoint import find_last
-    from lab.frameworks import keras
+    from core.frameworks import keras
 
     return keras.models.load_model(find_last(run_dir / "checkpoints")[0][0]).get_weights()
 

@@ -1,4 +1,4 @@
-"""torch and TensorFlow in one process, in the order a process happens to need them: lab.frameworks makes
+"""torch and TensorFlow in one process, in the order a process happens to need them: core.frameworks makes
 TensorFlow loaded first harmless to torch. Each case is a fresh interpreter: the order of first imports is
 the point."""
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 TENSORFLOW_FIRST = """
-from lab.frameworks import kt, tf  # keras-tuner and TensorFlow first, as a search on Lightning loads them
+from core.frameworks import kt, tf  # keras-tuner and TensorFlow first, as a search on Lightning loads them
 import torch
 torch.optim.Adam([torch.zeros(1, requires_grad=True)]).step()  # loads triton where it is installed
 print("gpus", torch.cuda.device_count())

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from test_datasets import SHARED_CIFAR
 
+from core.errors import LabError
 from lab.config.settings import make_settings
-from lab.errors import LabError
 from lab.pipeline.plan import PRESETS, class_halves, parse_sections
 from lab.pipeline.versus import versus_part
 from lab.pipeline.whole_lab import main

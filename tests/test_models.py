@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import LabError
 from lab.config.settings import make_settings
-from lab.errors import LabError
 from lab.reports.metrics import accuracy, cross_entropy, softmax
 from lab.specs.architectures import Conv, Dense, Flatten, infer
 from lab.specs.models import MODELS, model_spec
@@ -167,7 +167,7 @@ def test_softmax_applied_once_in_the_lightning_loss():
 def test_softmax_applied_once_in_the_keras_loss():
     """The real first_cnn model, compiled as for training: its compiled loss (model.evaluate) is cross-entropy with
     exactly one softmax over the model's outputs, and those outputs are raw logits (nothing after the last Dense)."""
-    from lab.frameworks import keras
+    from core.frameworks import keras
 
     keras.utils.set_random_seed(0)
     model = keras_training.build_compiled(_settings("first_cnn"), _digits_shaped_splits())

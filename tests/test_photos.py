@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_datasets import SHARED_CIFAR, lab_error
 
+from core.errors import LabError
 from datamodules import folder, load_splits, registry
 from datamodules.resize import resize_array
 from lab.config.data import load_data, load_size
 from lab.config.settings import make_settings
-from lab.errors import LabError
 
 
 def _save(path: Path, image) -> None:

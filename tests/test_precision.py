@@ -1,9 +1,9 @@
 """--precision reaches the layers: a mixed-precision Keras run computes in its policy's dtype during fit."""
 import pytest
 
+from core.frameworks import keras
 from lab.config.data import load_data
 from lab.config.settings import make_settings
-from lab.frameworks import keras
 
 
 class ComputeDtypes(keras.callbacks.Callback):

@@ -62,8 +62,8 @@ def _lightning(settings, splits, tmp_path, slow_data: bool, sleep: bool, monkeyp
 
 
 def _keras(settings, splits, tmp_path, slow_data: bool, sleep: bool, monkeypatch) -> dict:
+    from core.frameworks import keras, tf
     from keras_models import training
-    from lab.frameworks import keras, tf
     from lab.run.backend import get_backend
 
     class Sleep(keras.callbacks.Callback):

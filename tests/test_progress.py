@@ -12,8 +12,8 @@ import augment_compare
 import transfer_compare
 import tune_keras
 from conftest import call_main
+from core.errors import LabError
 from lab import progress as P
-from lab.errors import LabError
 from lab.pipeline import whole_lab
 from lab.run import runner
 

@@ -3,9 +3,10 @@
 - Module level: the import graph of the project's own modules has no cycle. Every import statement counts,
   including the lazy ones inside functions and methods; only those under `if TYPE_CHECKING:` do not.
 - Folder level: with each module collapsed to its folder (lab/*.py = "lab", lab/run/*.py = "lab.run", the root
-  entry scripts = "<scripts>"), the graph has no cycle either, and the layering holds: the shared layer (lab)
-  and datamodules never import a backend (lightning_modules, keras_models) or callbacks, and the lab root
-  modules import nothing of the project but each other.
+  entry scripts = "<scripts>"), the graph has no cycle either, and the layering holds: the shared layer (core,
+  lab, datamodules) never imports a backend (lightning_modules, keras_models) or callbacks, and the ground
+  package (core) imports nothing of the project but itself.
+- Package level: with each module collapsed to its top-level package (lab/run/*.py = "lab"), no cycle either.
 - Module file names are unique, except the per-backend pairs (lightning_modules/.../x.py, keras_models/.../x.py)
   that mirror one shared concept.
 
@@ -19,11 +20,11 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("lab", "datamodules", "lightning_modules", "keras_models", "callbacks", "bench")
+PACKAGES = ("core", "lab", "datamodules", "lightning_modules", "keras_models", "callbacks", "bench", "scripts")
 SCRIPTS = "<scripts>"
 BACKENDS = ("lightning_modules", "keras_models", "callbacks")
-SHARED = ("lab", "datamodules")
-LAB_ROOT = ("lab", "lab.errors", "lab.io", "lab.cli", "lab.frameworks")
+SHARED = ("core", "lab", "datamodules")
+GROUND = "core"
 PAIRED = {"lightning_modules", "keras_models"}
 
 
@@ -83,7 +84,7 @@ def module_imports(name: str, path: Path, modules: dict[str, Path]) -> dict[str,
     `import a.b.c` (and `from a.b.c import x`) depends on a, a.b and a.b.c: Python runs the packages' __init__.py
     first. `from pkg import name` depends on the module pkg.name when that is a module file, else on pkg itself.
     Third-party modules are left out. Left out too: the packages a module is inside of, when reached only as the
-    package part of a dotted path (`from lab.io import x` in lab/run/runner.py). Python has always initialised those
+    package part of a dotted path (`from core.io import x` in lab/run/runner.py). Python has always initialised those
     before the module runs, whatever it imports, so counting them would turn every package whose __init__ imports
     a submodule into a cycle. An explicit dependency on the package's own contents (`from datamodules import
     load_splits` in a datamodules module) does count.
@@ -212,7 +213,7 @@ def describe_cycle(cycle: list[str], graph: dict[str, dict[str, int]], modules: 
 
 
 def folder_of(name: str, modules: dict[str, Path], root: Path) -> str:
-    """lab/io.py -> lab, lab/run/__init__.py -> lab.run, bench/speed.py -> bench, train_keras.py -> <scripts>."""
+    """core/io.py -> core, lab/run/__init__.py -> lab.run, bench/speed.py -> bench, train_keras.py -> <scripts>."""
     folder = modules[name].parent.relative_to(root).parts
     return ".".join(folder) if folder else SCRIPTS
 
@@ -230,8 +231,20 @@ def folder_graph(root: Path) -> dict[str, dict[str, list[str]]]:
     return {k: dict(v) for k, v in folders.items()}
 
 
+def package_graph(root: Path) -> dict[str, dict[str, list[str]]]:
+    """top-level package -> {imported top-level package: ["module -> module (file:line)", ...]}."""
+    folders = folder_graph(root)
+    packages: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for source, targets in folders.items():
+        packages[source.split(".")[0]]
+        for target, edges in targets.items():
+            if source.split(".")[0] != target.split(".")[0]:
+                packages[source.split(".")[0]][target.split(".")[0]].extend(edges)
+    return {k: dict(v) for k, v in packages.items()}
+
+
 def layering_violations(root: Path) -> list[str]:
-    """The shared layer and datamodules importing a backend or callbacks; the lab root importing beyond itself."""
+    """The shared layer importing a backend or callbacks; the ground package importing beyond itself."""
     graph, modules = import_graph(root)
     bad = []
     for source, targets in sorted(graph.items()):
@@ -240,8 +253,8 @@ def layering_violations(root: Path) -> list[str]:
             top, source_top = target.split(".")[0], source.split(".")[0]
             if source_top in SHARED and top in BACKENDS:
                 bad.append(f"{source} imports {target} ({where}:{line})")
-            elif source in LAB_ROOT and target not in LAB_ROOT:
-                bad.append(f"lab root module {source} imports {target} ({where}:{line})")
+            elif source_top == GROUND and top != GROUND:
+                bad.append(f"ground module {source} imports {target} ({where}:{line})")
     return bad
 
 
@@ -265,7 +278,7 @@ def duplicate_module_names(root: Path) -> dict[str, list[str]]:
 
 def test_the_checker_sees_the_whole_project():
     graph, modules = import_graph(ROOT)
-    assert {"lab.errors", "lab.run.backend", "datamodules", "lightning_modules.components.network",
+    assert {"core.errors", "lab.run.backend", "datamodules", "lightning_modules.components.network",
             "keras_models.training", "callbacks.keras_recorder", "bench.common", "train_keras",
             "run_lab"} <= set(modules)
     assert "lab.specs.architectures" in graph["lightning_modules.components.network"]
@@ -287,7 +300,16 @@ def test_no_import_cycle_between_folders():
     assert not cycles, "import cycles between folders:\n" + "\n".join(cycles)
 
 
-def test_the_shared_layer_never_imports_a_backend_and_the_lab_root_imports_only_itself():
+def test_no_import_cycle_between_top_level_packages():
+    packages = package_graph(ROOT)
+    assert {"core", "lab", "datamodules", "lightning_modules", "keras_models", "callbacks", "bench", "scripts",
+            SCRIPTS} <= set(packages)
+    cycles = [" => ".join(cycle) + "\n    " + "\n    ".join(
+        f"{a} -> {b} via {packages[a][b][0]}" for a, b in zip(cycle, cycle[1:])) for cycle in find_cycles(packages)]
+    assert not cycles, "import cycles between top-level packages:\n" + "\n".join(cycles)
+
+
+def test_the_shared_layer_never_imports_a_backend_and_the_ground_imports_only_itself():
     bad = layering_violations(ROOT)
     assert not bad, "layering violations:\n" + "\n".join(bad)
 
@@ -312,19 +334,19 @@ def test_a_lazy_import_inside_a_method_closes_a_cycle(tmp_path):
     root = _tree(tmp_path, {
         "lab/__init__.py": "",
         "lab/specs/__init__.py": "",
-        "lab/specs/models.py": "import numpy\nfrom lab.errors import LabError\n",
-        "lab/errors.py": ("class LabError(Exception):\n"
+        "lab/specs/models.py": "import numpy\nfrom core.errors import LabError\n",
+        "core/errors.py": ("class LabError(Exception):\n"
                           "    def explain(self):\n"
                           "        if True:\n"
                           "            from lab.specs import models  # lazy, but a dependency all the same\n"),
     })
     graph, modules = import_graph(root)
-    assert graph["lab.errors"] == {"lab.specs": 4, "lab.specs.models": 4}
-    assert graph["lab.specs.models"] == {"lab.errors": 2}  # numpy is third-party; lab is its own package
+    assert graph["core.errors"] == {"lab": 4, "lab.specs": 4, "lab.specs.models": 4}
+    assert graph["lab.specs.models"] == {"core.errors": 2}  # numpy is third-party; lab is its own package
     cycles = find_cycles(graph)
-    assert cycles == [["lab.errors", "lab.specs.models", "lab.errors"]]
+    assert cycles == [["core.errors", "lab.specs.models", "core.errors"]]
     assert describe_cycle(cycles[0], graph, modules, root) == (
-        "lab.errors -> lab.specs.models (lab/errors.py:4) -> lab.errors (lab/specs/models.py:2)")
+        "core.errors -> lab.specs.models (core/errors.py:4) -> core.errors (lab/specs/models.py:2)")
 
 
 def test_a_type_checking_import_is_not_a_dependency(tmp_path):
@@ -411,9 +433,9 @@ def test_a_cycle_between_folders_is_found_without_one_between_modules(tmp_path):
 def test_layering_violations_are_found(tmp_path):
     root = _tree(tmp_path, {
         "lab/__init__.py": "", "lab/specs/__init__.py": "", "keras_models/__init__.py": "",
-        "keras_models/network.py": "from lab.errors import E\n",
-        "lab/errors.py": "from lab.io import write\n",
-        "lab/io.py": "def write():\n    from lab.specs.zoo import B\n",
+        "keras_models/network.py": "from core.errors import E\n",
+        "core/errors.py": "from core.io import write\n",
+        "core/io.py": "def write():\n    from lab.specs.zoo import B\n",
         "lab/specs/zoo.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import keras_models.network\n"
                             "def f():\n    from keras_models import network\n",
         "datamodules/__init__.py": "",
@@ -421,10 +443,11 @@ def test_layering_violations_are_found(tmp_path):
         "callbacks/__init__.py": "", "callbacks/keras_recorder.py": "",
     })
     assert layering_violations(root) == [
+        "ground module core.io imports lab (core/io.py:2)",
+        "ground module core.io imports lab.specs (core/io.py:2)",
+        "ground module core.io imports lab.specs.zoo (core/io.py:2)",
         "datamodules.tf_data imports callbacks (datamodules/tf_data.py:1)",
         "datamodules.tf_data imports callbacks.keras_recorder (datamodules/tf_data.py:1)",
-        "lab root module lab.io imports lab.specs (lab/io.py:2)",
-        "lab root module lab.io imports lab.specs.zoo (lab/io.py:2)",
         "lab.specs.zoo imports keras_models (lab/specs/zoo.py:5)",
         "lab.specs.zoo imports keras_models.network (lab/specs/zoo.py:5)",
     ]
@@ -446,3 +469,23 @@ def test_duplicate_module_names_are_found(tmp_path):
         "tuning": ["keras_models/a/tuning.py", "keras_models/b/tuning.py"],
         "weights": ["keras_models/weights.py", "lab/run/weights.py", "lightning_modules/weights.py"],
     }
+
+
+def test_a_cycle_between_top_level_packages_is_found_without_one_between_folders(tmp_path):
+    # The tree before the ground package: datamodules imported lab's root modules, and lab.config datamodules.
+    root = _tree(tmp_path, {
+        "lab/__init__.py": "", "lab/errors.py": "class LabError(Exception): ...\n",
+        "lab/config/__init__.py": "", "lab/config/settings.py": "from datamodules.registry import DATASETS\n",
+        "datamodules/__init__.py": "", "datamodules/registry.py": "from lab.errors import LabError\nDATASETS = ()\n",
+    })
+    assert find_cycles(folder_graph(root)) == []
+    packages = package_graph(root)
+    assert find_cycles(packages) == [["datamodules", "lab", "datamodules"]]
+    assert packages["lab"]["datamodules"] == [
+        "lab.config.settings -> datamodules (lab/config/settings.py:1)",
+        "lab.config.settings -> datamodules.registry (lab/config/settings.py:1)"]
+    # With the ground below both, as in this project, the cycle is gone.
+    (root / "lab/errors.py").unlink()
+    _tree(root, {"core/__init__.py": "", "core/errors.py": "class LabError(Exception): ...\n",
+                 "datamodules/registry.py": "from core.errors import LabError\nDATASETS = ()\n"})
+    assert find_cycles(package_graph(root)) == []

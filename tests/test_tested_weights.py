@@ -19,8 +19,8 @@ from lightning_modules import training as torch_training
 from lightning_modules.components.backbones import build_transfer_net
 
 pytest.importorskip("keras")
+from core.frameworks import keras  # noqa: E402
 from keras_models import training as keras_training  # noqa: E402
-from lab.frameworks import keras  # noqa: E402
 
 BACKENDS = ["lightning", "keras"]
 TRAINERS = {"lightning": torch_training, "keras": keras_training}

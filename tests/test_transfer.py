@@ -9,9 +9,9 @@ import torchvision
 
 from callbacks.lightning_finetuning import PhaseFinetuning
 from conftest import write_image_tree
+from core.errors import LabError
 from datamodules import load_splits
 from lab.config.settings import make_settings
-from lab.errors import LabError
 from lab.records.results import load_results
 from lab.run.backend import get_backend
 from lab.run.runner import finish, run_settings
@@ -23,10 +23,10 @@ from lightning_modules import weights as torch_weights
 from lightning_modules.components.backbones import build_transfer_net
 
 pytest.importorskip("keras")
+from core.frameworks import keras  # noqa: E402
 from keras_models import backbones as keras_backbones  # noqa: E402
 from keras_models import training as keras_training  # noqa: E402
 from keras_models import weights as keras_weights  # noqa: E402
-from lab.frameworks import keras  # noqa: E402
 
 BACKENDS = ["lightning", "keras"]
 TRAINERS = {"lightning": torch_training, "keras": keras_training}

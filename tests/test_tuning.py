@@ -14,10 +14,10 @@ import pytest
 
 import tune_lightning
 from conftest import call_main
+from core.errors import LabError
 from keras_models.network import count_params as keras_params
 from keras_models.training import build_compiled
 from lab.config.settings import make_settings
-from lab.errors import LabError
 from lab.records.recording import EPOCH_TAGS
 from lab.specs.architectures import infer
 from lab.specs.models import model_spec

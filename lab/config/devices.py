@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.errors import LabError
 from lab.config.launch import Launch, detect
-from lab.errors import LabError
 
 
 @dataclass(frozen=True)

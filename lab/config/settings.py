@@ -7,9 +7,9 @@ import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from core.errors import LabError, one_line
 from datamodules.registry import DATASETS
 from datamodules.resize import RESIZE_POLICIES
-from lab.errors import LabError, one_line
 from lab.progress import HELP as PROGRESS_HELP
 from lab.progress import MODES as PROGRESS_MODES
 from lab.specs.models import MODELS

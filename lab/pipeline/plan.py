@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.errors import LabError
 from lab.config.settings import ExperimentSettings
-from lab.errors import LabError
 
 SECTIONS = {"1": "mnist", "2": "cifar", "3": "augmentation", "4": "transfer"}
 TITLES = {"mnist": "Convolutional Neural Network on MNIST dataset",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import LabError
 from lab.config.settings import make_settings
-from lab.errors import LabError
 from lab.run.reuse import ensure_run
 from lab.tuning.search import OtherSearch, SearchOptions, run_search
 from lab.tuning.space import overrides_of, parse_space, trial_settings

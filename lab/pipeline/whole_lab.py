@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lab.cli import run_command
+from core.cli import run_command
+from core.io import write_text_atomic
 from lab.config.data import load_data
 from lab.config.devices import require_one_device
 from lab.config.machine import machine_info
@@ -18,7 +19,6 @@ from lab.config.settings import (
     add_progress_flag,
     make_settings,
 )
-from lab.io import write_text_atomic
 from lab.pipeline.lab_progress import LabProgress, Step
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
 from lab.pipeline.sections import RENDERERS

@@ -12,7 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
-from lab.io import write_json_atomic
+from core.io import write_json_atomic
 
 EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s")
 RECORD_FILE = "record.json"

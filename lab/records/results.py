@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab.errors import LabError
-from lab.io import write_json_atomic
+from core.errors import LabError
+from core.io import write_json_atomic
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.npz"

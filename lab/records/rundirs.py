@@ -5,8 +5,8 @@ import json
 import re
 from pathlib import Path
 
-from lab.errors import LabError
-from lab.io import write_json_atomic
+from core.errors import LabError
+from core.io import write_json_atomic
 from lab.records.results import RESULTS_FILE
 
 SETTINGS_FILE = "settings.json"

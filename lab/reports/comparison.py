@@ -8,8 +8,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lab.errors import LabError
-from lab.io import write_text_atomic
+from core.errors import LabError
+from core.io import write_text_atomic
 from lab.records.results import RESULTS_FILE, find_runs, load_results
 from lab.reports import plots
 from lab.reports.commentary import ranking_comment, train_val_gap

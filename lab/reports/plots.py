@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from lab.io import write_bytes_atomic  # noqa: E402
+from core.io import write_bytes_atomic  # noqa: E402
 from lab.reports.analysis import WorstImage, row_normalised  # noqa: E402
 
 MAX_ANNOTATED_CLASSES = 20  # beyond this, numbers in the cells are unreadable

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.io import write_text_atomic
 from datamodules.batching import epoch_order
 from lab.config.machine import describe
-from lab.io import write_text_atomic
 from lab.reports import commentary, plots
 from lab.reports.analysis import WorstImage, confusion_counts, worst_classified
 from lab.specs import augmentation

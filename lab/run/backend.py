@@ -3,7 +3,8 @@
 The runner, the lab pipeline, the tuner and the benchmarks reach a backend only through `get_backend`;
 the backend answers with a `Trained` of plain data and never calls back into the shared layer.
 The table names modules rather than importing them, so that the shared layer stays below the
-backends and a Keras-only command never imports torch (nor a Lightning-only one TensorFlow).
+backends and a Lightning-only command never imports TensorFlow. (A Keras command does load torch:
+core.frameworks imports it before TensorFlow on purpose.)
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from lab.errors import LabError
+from core.errors import LabError
 from lab.records.recording import best_epoch
 from lab.reports.metrics import accuracy
 from lab.specs.phases import PhaseStats

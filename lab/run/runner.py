@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.cli import run_command
+from core.cli import run_command
+from core.errors import LabError
+from core.io import write_bytes_atomic
 from lab.config.data import load_data
 from lab.config.machine import describe_device, machine_info
 from lab.config.settings import build_parser, make_settings, settings_from_args
-from lab.errors import LabError
-from lab.io import write_bytes_atomic
 from lab.progress import progress
 from lab.records.results import PREDICTIONS_FILE, save_results
 from lab.records.rundirs import find_resumable, load_settings, new_run_dir, next_run_dir, save_settings

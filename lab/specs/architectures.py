@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.errors import LabError
+from core.errors import LabError
 
 PADDINGS = ("valid", "same")
 

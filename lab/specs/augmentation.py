@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lab.errors import LabError
+from core.errors import LabError
 
 FLIP_PROBABILITY = 0.5
 

@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import LabError
-from lab.io import write_json_atomic
+from core.errors import LabError
+from core.io import write_json_atomic
 from lab.specs import architectures as A
 from lab.specs.zoo import image_size, is_backbone
 

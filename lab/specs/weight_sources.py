@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import LabError
+from core.errors import LabError
 from lab.records.results import RESULTS_FILE
 from lab.records.rundirs import versions
 from lab.specs.zoo import is_backbone

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.errors import LabError
+from core.errors import LabError
 from lab.specs.architectures import Dense, Dropout, Layer
 
 MIN_IMAGE_SIZE = 32  # five stride-2 stages: smaller images vanish before the pooling

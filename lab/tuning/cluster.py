@@ -12,7 +12,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from lab.errors import LabError
+from core.errors import LabError
 
 VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 SINGLE_ID = "tuner0"  # keras-tuner's ID for the one process of an undistributed search

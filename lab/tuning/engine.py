@@ -22,9 +22,9 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from lab.errors import LabError
-from lab.frameworks import kt
-from lab.io import write_text_atomic
+from core.errors import LabError
+from core.frameworks import kt
+from core.io import write_text_atomic
 from lab.records.recording import RECORD_FILE
 from lab.records.rundirs import CHECKPOINTS_DIR, SETTINGS_FILE, load_settings, save_settings
 from lab.run.backend import Backend

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.errors import LabError
+from core.io import write_json_atomic, write_text_atomic
 from datamodules import sample_train
 from lab.config.data import load_data
 from lab.config.devices import require_one_device
 from lab.config.settings import ExperimentSettings, make_settings
-from lab.errors import LabError
-from lab.io import write_json_atomic, write_text_atomic
 from lab.records.results import load_results
 from lab.reports.comparison import compare_runs
 from lab.run.backend import BACKENDS, get_backend

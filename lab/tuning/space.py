@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, fields
 
+from core.errors import LabError
 from lab.config.settings import ExperimentSettings, make_settings
-from lab.errors import LabError
 from lab.specs.architectures import infer
 from lab.specs.models import model_spec
 

@@ -9,7 +9,7 @@ import csv
 import io
 from pathlib import Path
 
-from lab.io import write_text_atomic
+from core.io import write_text_atomic
 from lab.reports.report import markdown_table
 from lab.tuning.space import NAMES
 

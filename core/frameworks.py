@@ -13,7 +13,7 @@
 
 Every module that uses TensorFlow, Keras or keras-tuner takes them from here, loaded on first use:
 
-    from lab.frameworks import keras, tf
+    from core.frameworks import keras, tf
 """
 from __future__ import annotations
 

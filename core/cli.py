@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, TypeVar
 
-from lab.errors import LabError
+from core.errors import LabError
 
 T = TypeVar("T")
 

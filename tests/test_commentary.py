@@ -224,3 +224,15 @@ def test_a_lesson_shows_only_beyond_the_spread():
         "use fewer images.")
     assert "(-1.00 points): more" in c.lesson_comment("the search's improvement", -1.0, spread, "more")
     assert "(+2.00 points, and the run-to-run spread is unknown)" in c.lesson_comment("it", 2.0, None, "more")
+
+
+def test_one_best_epoch_rule_for_the_report_the_tested_weights_and_the_trials():
+    from lab.records.recording import best_epoch, best_row
+    from lab.tuning.trials import trial_metrics
+
+    history = [{"epoch": e, "val/acc": acc, "val/loss": 0.5, "train/loss": 0.4, "train/acc": 0.9, "time/epoch_s": 1}
+               for e, acc in ((1, 0.5), (2, 0.8), (3, 0.8), (4, None), (5, 0.7))]
+    assert best_row(history)["epoch"] == best_epoch(history) == 2  # the earliest of equals; a None is skipped
+    assert best_epoch(history, after=2) == 3 and best_epoch(history, after=5) is None
+    assert "Best validation epoch: 2 of 5" in c.curves_comment(history)
+    assert trial_metrics(history, 2, 10)["best_epoch"] == 3

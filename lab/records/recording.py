@@ -18,11 +18,17 @@ EPOCH_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s")
 RECORD_FILE = "record.json"
 
 
+def best_row(history: list[dict], after: int = 0) -> dict | None:
+    """The history row after epoch `after` with the highest val/acc, the earliest of equals (None if none has
+    one): the epoch both backends' best checkpoints hold, as they replace it only on a strictly better val/acc.
+    The one rule for the tested weights, the reports' comments and the tuner's trial results."""
+    rows = [r for r in history if r["epoch"] > after and r.get("val/acc") is not None]
+    return max(rows, key=lambda r: (r["val/acc"], -r["epoch"])) if rows else None
+
+
 def best_epoch(history: list[dict], after: int = 0) -> int | None:
-    """The epoch after `after` with the highest val/acc, the first of equals: the one both backends' best
-    checkpoints hold, as they replace it only on a strictly better val/acc."""
-    rows = [r for r in history if r["epoch"] > after]
-    return max(rows, key=lambda r: r["val/acc"])["epoch"] if rows else None
+    row = best_row(history, after)
+    return None if row is None else row["epoch"]
 
 
 class RunRecord:

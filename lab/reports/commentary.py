@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lab.records.recording import best_row
+
 if TYPE_CHECKING:
     from lab.reports.analysis import WorstImage
 
@@ -105,12 +107,6 @@ def _rows(history: list[dict], *keys: str) -> list[dict]:
     return [row for row in history if all(row.get(key) is not None for key in keys)]
 
 
-def best_epoch(history: list[dict]) -> dict | None:
-    """The history row with the highest validation accuracy, the earliest on ties (None if none recorded)."""
-    rows = _rows(history, "val/acc")
-    return max(rows, key=lambda row: (row["val/acc"], -row["epoch"])) if rows else None
-
-
 def overfitting_onset(history: list[dict], patience: int = OVERFIT_EPOCHS) -> tuple[int, int] | None:
     """(onset epoch, length of the stretch) by the module's rule, or None where it never holds."""
     rows = _rows(history, "val/loss", "train/loss")
@@ -136,7 +132,7 @@ def train_val_gap(history: list[dict]) -> float | None:
 
 
 def curves_comment(history: list[dict]) -> str:
-    best = best_epoch(history)
+    best = best_row(history)
     if best is None:
         return "No validation metrics were recorded, so the curves cannot be commented."
     epochs = len(history)

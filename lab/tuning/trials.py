@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 from core.io import write_text_atomic
+from lab.records.recording import best_row
 from lab.reports.report import markdown_table
 from lab.tuning.space import NAMES
 
@@ -26,7 +27,7 @@ def trial_metrics(history: list[dict], initial_epoch: int, params: int) -> dict:
     """A trial's result from its epoch history: the best validation epoch among those it trained
     (a Hyperband continuation also holds its parent's epochs, up to initial_epoch)."""
     own = [row for row in history if row["epoch"] > initial_epoch] or history[-1:]
-    best = max(own, key=lambda row: row["val/acc"])  # the first of equal epochs
+    best = best_row(own)
     return {"val_acc": best["val/acc"], "val_loss": best["val/loss"], "best_epoch": best["epoch"],
             "epochs_run": len(own), "time_s": round(sum(row["time/epoch_s"] for row in own), 3), "params": params}
 

@@ -1,4 +1,4 @@
-"""A distributed keras-tuner search: trials per minute with 1 worker and with 2 (issue 16), on each backend.
+"""A distributed keras-tuner search: trials per minute with 1 worker and with 2, on each backend.
 
     python -m bench.tune_workers [--backends lightning,keras] [--rounds 2] [--max-trials 6] [--max-epochs 2]
                                  [--trial-fraction 0.2] [--dataset fashion_mnist] [--seed 0]

@@ -12,7 +12,7 @@ from lab.run.backend import in_training_order
 from lab.run.runner import run_settings
 
 
-def find_matching(settings, backend: str) -> Path | None:
+def find_matching(settings: ExperimentSettings, backend: str) -> Path | None:
     """The newest run folder of this experiment and backend whose saved settings equal these (every setting
     counts); a setting added since a run was saved counts as its default there."""
     wanted, defaults = settings.to_dict(), ExperimentSettings().to_dict()
@@ -25,7 +25,7 @@ def find_matching(settings, backend: str) -> Path | None:
     return None
 
 
-def ensure_run(backend: str, settings, rerun: bool = False) -> tuple[Path, str]:
+def ensure_run(backend: str, settings: ExperimentSettings, rerun: bool = False) -> tuple[Path, str]:
     """(run folder, what happened: 'reused', 'resumed' or 'ran')."""
     require_one_device(settings)
     existing = None if rerun else find_matching(settings, backend)

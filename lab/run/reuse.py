@@ -36,7 +36,7 @@ def ensure_run(backend: str, settings: ExperimentSettings, rerun: bool = False) 
     return run_settings(backend, settings), "ran"
 
 
-def run_each(backends: list[str], settings_list: list, rerun: bool = False) -> list[Path]:
+def run_each(backends: list[str], settings_list: list[ExperimentSettings], rerun: bool = False) -> list[Path]:
     """Every settings on every backend, reusing finished runs (unless rerun), one backend at a time in
     TRAINING_ORDER; the folders settings by settings, each in the order of `backends`."""
     done = {}
@@ -46,12 +46,3 @@ def run_each(backends: list[str], settings_list: list, rerun: bool = False) -> l
             if what != "ran":
                 print(f"{settings.experiment} / {backend}: {what} {done[backend, i]}")
     return [done[b, i] for i in range(len(settings_list)) for b in backends]
-
-
-def add_comparison_flags(parser) -> None:
-    """The flags of a tool that trains several runs per backend and compares them."""
-    parser.add_argument("--backends", default="lightning,keras",
-                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
-    parser.add_argument("--rerun", action="store_true", default=False,
-                        help="train every run again instead of reusing finished runs of the same settings "
-                             "(interrupted ones are continued either way)")

@@ -1,4 +1,4 @@
-"""Experiment settings: one dataclass, one command line and one YAML format for both backends."""
+"""Experiment settings: one dataclass and one YAML format for both backends (lab.config.flags makes their flags)."""
 from __future__ import annotations
 
 import argparse

@@ -2,14 +2,7 @@
 """Train one lab experiment with PyTorch Lightning. See --help."""
 import sys
 
-from core import frameworks
-from lab.run import runner
-
-
-def main(argv: list[str] | None = None) -> int:
-    frameworks.without_tensorflow()  # this process never runs Keras
-    return runner.main("lightning", argv)
-
+from lab.run.train_cli import lightning as main
 
 if __name__ == "__main__":
     sys.exit(main())

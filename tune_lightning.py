@@ -3,12 +3,7 @@
 The same search as tune_keras.py --backend lightning. See --help."""
 import sys
 
-import tune_keras
-
-
-def main(argv: list[str] | None = None) -> int:
-    return tune_keras.main(argv, backend="lightning")
-
+from lab.tuning.tune_cli import lightning as main
 
 if __name__ == "__main__":
     sys.exit(main())

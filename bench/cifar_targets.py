@@ -16,12 +16,12 @@ import statistics
 import time
 from pathlib import Path
 
-import augment_compare
 from bench.common import SHARED_CIFAR as CIFAR
 from bench.common import benchmark_parser, run_benchmark
 from core.errors import LabError
 from datamodules import load_splits
-from lab.config.settings import make_settings
+from lab.comparisons import commands, with_augmentation
+from lab.config.settings import ExperimentSettings, make_settings
 from lab.records.results import load_results
 from lab.reports.comparison import run_row
 from lab.specs.models import model_spec
@@ -61,7 +61,7 @@ def _median_step(step, count: int) -> float:
     return statistics.median(times)
 
 
-def _torch_step(spec, settings, splits, images, labels):
+def _torch_step(spec, settings: ExperimentSettings, splits, images, labels):
     import torch
     from torch.nn import functional as F
 
@@ -78,7 +78,7 @@ def _torch_step(spec, settings, splits, images, labels):
     return step
 
 
-def _keras_step(spec, settings, splits, images, labels):
+def _keras_step(spec, settings: ExperimentSettings, splits, images, labels):
     from keras_models.network import build_model
     from keras_models.training import compile_model
 
@@ -96,8 +96,8 @@ def run(args) -> int:
             "--name", name if args.dataset == "folder" else f"{name}-{args.dataset}",
             "--backends", args.backends, "--accelerator", "cpu"]
     start = time.perf_counter()
-    run_dirs, written = augment_compare.compare(argv)
-    print(f"\n{augment_compare.summary(run_dirs)}\n\ncomparison: {written['markdown']}")
+    run_dirs, written = with_augmentation.run_pair(commands.augment_parser().parse_args(argv))
+    print(f"\n{with_augmentation.summary(run_dirs)}\n\ncomparison: {written['markdown']}")
     print(f"wall time of this command: {(time.perf_counter() - start) / 60:.1f} min (reused runs take none)")
     return report_targets(run_dirs)
 

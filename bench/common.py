@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from core.cli import run_command
 from datamodules.batching import EVAL_BATCH_SIZE, epoch_order
-from lab.config.settings import LabArgumentParser
+from lab.config.flags import LabArgumentParser
 from lab.specs.models import model_spec
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 REPO = Path(__file__).resolve().parents[1]
 # the CIFAR-10 JPEGs of the shared folder beside the checkout
@@ -91,14 +94,14 @@ def run_paired(children: dict[str, tuple[list[str], Path, Path, Path, dict]]) ->
                 os.close(fd)
 
 
-def hand_written_torch(settings, splits, epochs: int, device: str = "cpu",
+def hand_written_torch(settings: ExperimentSettings, splits, epochs: int, device: str = "cpu",
                        compiled: bool = False) -> tuple[list[float], float]:
     """The fair hand-written PyTorch loop (fair_torch_loop): epoch times (train + validation) and test accuracy."""
     history, test_acc = fair_torch_loop(settings, splits, epochs, device, compiled)
     return [row["time/epoch_s"] for row in history], test_acc
 
 
-def fair_torch_loop(settings, splits, epochs: int, device: str = "cpu", compiled: bool = False,
+def fair_torch_loop(settings: ExperimentSettings, splits, epochs: int, device: str = "cpu", compiled: bool = False,
                     baton: Baton | None = None) -> tuple[list[dict], float]:
     """A plain PyTorch loop over preloaded tensors that computes what both backends record each epoch: the
     training loss (the batches' mean losses weighted by their sizes) and accuracy, and the validation loss and
@@ -159,7 +162,7 @@ def _torch_evaluate(net, part, device) -> tuple[float, float]:
     return loss_sum.item() / len(part), correct.item() / len(part)
 
 
-def plain_keras_fit(settings, splits, epochs: int, baton: Baton | None = None) -> list[float]:
+def plain_keras_fit(settings: ExperimentSettings, splits, epochs: int, baton: Baton | None = None) -> list[float]:
     """model.fit on float numpy arrays, as in the keras-io examples: epoch times (train + validation)."""
     from core.frameworks import keras
     from keras_models.network import build_model

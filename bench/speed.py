@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.common import (
     REPO,
@@ -40,6 +41,9 @@ from bench.common import (
     thread_env,
 )
 from core.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 EAGER = {"hand": "fair hand-written PyTorch loop", "bare-lightning": "bare Lightning Trainer",
          "lightning": "project Lightning", "keras-fit": "plain Keras fit", "keras": "project Keras"}
@@ -60,7 +64,8 @@ RATIOS = (("lightning", "hand", "project Lightning / fair hand loop (target <= 1
           ("keras-compiled", "keras", "project Keras --compile / eager"))
 
 
-def project_run(backend: str, settings, splits, baton: Baton | None = None) -> tuple[list[float], dict | None]:
+def project_run(backend: str, settings: ExperimentSettings, splits, baton: Baton | None = None
+                ) -> tuple[list[float], dict | None]:
     """Epoch times (train + validation) and per-step profile of one run of the project's own training."""
     from lab.run.backend import get_backend
 
@@ -99,12 +104,12 @@ def _turns(backend: str, baton: Baton):
     return Turns()
 
 
-def project_times(backend: str, settings, splits) -> list[float]:
+def project_times(backend: str, settings: ExperimentSettings, splits) -> list[float]:
     """Epoch times (train + validation) of one run of the project's own training on `backend`."""
     return project_run(backend, settings, splits)[0]
 
 
-def bare_lightning_times(settings, splits, baton: Baton | None = None) -> list[float]:
+def bare_lightning_times(settings: ExperimentSettings, splits, baton: Baton | None = None) -> list[float]:
     """The project's LightningModule and batches in a Trainer with no callbacks, logger, checkpoints or
     progress bar: what Lightning's own loop costs, apart from what the project adds to it."""
     import pytorch_lightning as pl
@@ -137,7 +142,8 @@ def bare_lightning_times(settings, splits, baton: Baton | None = None) -> list[f
     return clock.times
 
 
-def run_way(way: str, settings, splits, baton: Baton | None = None) -> tuple[list[float], dict | None]:
+def run_way(way: str, settings: ExperimentSettings, splits, baton: Baton | None = None
+            ) -> tuple[list[float], dict | None]:
     """One way in this process: (epoch times, the project path's profile or None)."""
     from dataclasses import replace
 
@@ -154,7 +160,7 @@ def run_way(way: str, settings, splits, baton: Baton | None = None) -> tuple[lis
     return project_run(backend, replace(settings, compile=way.endswith("-compiled")), splits, baton)
 
 
-def _accelerator(settings) -> str:
+def _accelerator(settings: ExperimentSettings) -> str:
     from lab.run.backend import get_backend
 
     return get_backend("lightning").plan_devices(settings).accelerator

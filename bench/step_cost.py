@@ -26,9 +26,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.common import benchmark_parser, interleaved_rounds, run_benchmark
 from lab.specs.models import MODELS
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 FIRST, LAST = 50, 450
 
@@ -64,7 +68,7 @@ def gpu_probe(on: bool):
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
-def hand_steps(settings, splits, torchmetrics: bool) -> dict:
+def hand_steps(settings: ExperimentSettings, splits, torchmetrics: bool) -> dict:
     import torch
     from torch.nn import functional as F
 
@@ -128,7 +132,7 @@ def old_module(module):
     return module
 
 
-def trainer_steps(settings, splits, project_trainer: bool, before: bool) -> dict:
+def trainer_steps(settings: ExperimentSettings, splits, project_trainer: bool, before: bool) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -173,7 +177,7 @@ def trainer_steps(settings, splits, project_trainer: bool, before: bool) -> dict
 
 
 def way(run, probe: bool = False, **kwargs):
-    def call(settings, splits):
+    def call(settings: ExperimentSettings, splits):
         with gpu_probe(probe):
             return run(settings, splits, **kwargs)
 

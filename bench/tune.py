@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from lab.records.results import load_results
     from lab.tuning.search import run_search
-    from tune_keras import build_parser, options
+    from lab.tuning.tune_cli import build_parser, options
 
     load = os.getloadavg()[0]
     started = time.monotonic()

@@ -11,7 +11,7 @@ import core.frameworks
 import train_keras
 import train_lightning
 from conftest import call_main
-from lab.run import runner
+from lab.run import train_cli
 
 SCRIPTS = {"train_lightning.py": train_lightning, "train_keras.py": train_keras}
 
@@ -85,7 +85,7 @@ def test_help_explains_every_flag(script, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("script, backend", [("train_lightning.py", "lightning"), ("train_keras.py", "keras")])
 def test_entry_scripts_hand_their_flags_to_the_runner(script, backend, monkeypatch):
     calls = []
-    monkeypatch.setattr(runner, "main", lambda name, argv=None: calls.append((name, argv)) or 7)
+    monkeypatch.setattr(train_cli, "main", lambda name, argv=None: calls.append((name, argv)) or 7)
     tensorflow_free = []
     monkeypatch.setattr(core.frameworks, "without_tensorflow", lambda: tensorflow_free.append(True))
     assert SCRIPTS[script].main(["--epochs", "1"]) == 7

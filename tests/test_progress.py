@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import augment_compare
-import transfer_compare
-import tune_keras
 from conftest import call_main
 from core.errors import LabError
 from lab import progress as P
+from lab.comparisons import commands
 from lab.pipeline import whole_lab
-from lab.run import runner
+from lab.run import train_cli
+from lab.tuning import tune_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--dataset", "digits", "--model", "mlp", "--hidden", "16", "--train-images", "64", "--epochs", "2"]
@@ -69,16 +68,15 @@ def test_a_pipe_gets_one_plain_line_per_epoch_on_both_backends(tmp_path):
 
 @pytest.mark.parametrize("backend", ["lightning", "keras"])
 def test_progress_none_prints_no_epoch(backend, tmp_path, capsys):
-    code, out, err = call_main(lambda argv: runner.main(backend, argv),
+    code, out, err = call_main(lambda argv: train_cli.main(backend, argv),
                                [*ARGS, "--out", str(tmp_path), "--progress", "none"], capsys)
     assert code == 0, err
     assert "test accuracy" in out and "epoch 1/2" not in out and "\r" not in out + err
 
 
 def test_every_command_that_trains_takes_the_flags():
-    parsers = {"run_lab.py": whole_lab.build_parser(), "tune_keras.py": tune_keras.build_parser("tune", "keras"),
-               "augment_compare.py": augment_compare.build_parser(),
-               "transfer_compare.py": transfer_compare.build_parser()}
+    parsers = {"run_lab.py": whole_lab.build_parser(), "tune_keras.py": tune_cli.build_parser("tune", "keras"),
+               "augment_compare.py": commands.augment_parser(), "transfer_compare.py": commands.transfer_parser()}
     for name, parser in parsers.items():
         args = parser.parse_args(["--progress", "none", "--test-weights", "best"])
         assert (args.progress, args.test_weights) == ("none", "best"), name

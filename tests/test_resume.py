@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.run import runner
+from lab.run import train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--dataset", "digits", "--model", "mlp", "--hidden", "64", "--epochs", "3", "--batch-size", "8"]
@@ -39,9 +39,9 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(backend, tmp_path, 
     run_dir = tmp_path / "interrupted" / backend / "version_0"
     _kill_after_first_epoch(interrupted, run_dir, backend)
     # the reference trains after the kill: two processes training at once on two cores slow each other down
-    assert runner.main(backend, [*ARGS, "--out", str(tmp_path), "--name", "reference"]) == 0
+    assert train_cli.main(backend, [*ARGS, "--out", str(tmp_path), "--name", "reference"]) == 0
     assert not (run_dir / "results.json").exists()
-    assert runner.main(backend, ["--resume", str(run_dir)]) == 0
+    assert train_cli.main(backend, ["--resume", str(run_dir)]) == 0
     expected = json.loads((tmp_path / "reference" / backend / "version_0" / "results.json").read_text())
     got = json.loads((run_dir / "results.json").read_text())
     assert [r["epoch"] for r in got["history"]] == [1, 2, 3]

@@ -141,14 +141,14 @@ def test_curves_mark_where_fine_tuning_starts():
 
 
 def test_transfer_compare_plans_the_same_budget_from_scratch(pretrained, data_dir):
-    import transfer_compare
+    from lab.comparisons import commands, with_transfer
 
     argv = ["--dataset", "folder", "--data-dir", str(data_dir), "--model", "cifar_cnn", "--epochs", "2",
             "--finetune-epochs", "3", "--name", "x"]
     with pytest.raises(LabError, match="give --weights"):
-        transfer_compare.plan(transfer_compare.build_parser().parse_args(argv))
-    args = transfer_compare.build_parser().parse_args(argv + ["--weights", str(pretrained["lightning"].parent.parent)])
-    backends, experiment, (fine_tuned, scratch) = transfer_compare.plan(args)
+        with_transfer.plan(commands.transfer_parser().parse_args(argv))
+    args = commands.transfer_parser().parse_args(argv + ["--weights", str(pretrained["lightning"].parent.parent)])
+    backends, experiment, (fine_tuned, scratch) = with_transfer.plan(args)
     assert backends == BACKENDS and experiment == "x"
     assert (fine_tuned.epochs, fine_tuned.finetune_epochs, fine_tuned.name) == (2, 3, "x-transfer")
     assert (scratch.weights, scratch.epochs, scratch.finetune_epochs, scratch.name) == (None, 5, 0, "x-scratch")

@@ -2,9 +2,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.errors import LabError
 from lab.config.launch import Launch, detect
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """The settings of what a run trains on, as asked; plan_devices turns them into a DevicePlan."""
+
+    accelerator: str = "auto"
+    gpus: int | None = None
+    devices: str = "auto"
+    num_nodes: int | None = None
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    precision: str = "32"
+    compile: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: ExperimentSettings) -> DeviceSpec:
+        return cls(settings.accelerator, settings.gpus, settings.devices, settings.num_nodes, settings.strategy,
+                   settings.sync_batchnorm, settings.precision, settings.compile)
 
 
 @dataclass(frozen=True)
@@ -45,9 +68,18 @@ class DevicePlan:
                 "per_device_batch": batch_size // self.world_size}
 
 
-def plan_devices(settings, gpus_available: int, launch: Launch | None = None) -> DevicePlan:
+def plan_devices(settings: ExperimentSettings, gpus_available: int, launch: Launch | None = None) -> DevicePlan:
     """LabError when the request cannot be met on this machine or in this launch environment."""
     launch = detect() if launch is None else launch
+    asked = DeviceSpec.from_settings(settings)
+    plan = _plan(asked, gpus_available, launch)
+    if settings.batch_size % plan.world_size:
+        raise LabError(f"--batch-size {settings.batch_size} does not divide over {plan.world_size} devices; "
+                       f"use a multiple of {plan.world_size} (it is the global batch, split evenly).")
+    return plan
+
+
+def _plan(settings: DeviceSpec, gpus_available: int, launch: Launch) -> DevicePlan:
     accelerator, wanted = _wanted(settings, gpus_available, launch)
     if accelerator == "cpu":
         if settings.precision == "16-mixed":
@@ -55,8 +87,7 @@ def plan_devices(settings, gpus_available: int, launch: Launch | None = None) ->
         if isinstance(wanted, list):
             raise LabError(f"--devices {settings.devices} names GPU indices but this run trains on the CPU; "
                            "give a count, e.g. --devices 2.")
-        return _checked(DevicePlan("cpu", wanted, settings.precision, *_layout(settings, launch), launch),
-                        settings, launch)
+        return _checked(DevicePlan("cpu", wanted, settings.precision, *_layout(settings, launch), launch), launch)
     if gpus_available == 0:
         raise LabError(f"{_asked(settings)} but this machine has no usable GPU; "
                        "use --gpus 0 or --accelerator cpu to train on the CPU.")
@@ -69,11 +100,10 @@ def plan_devices(settings, gpus_available: int, launch: Launch | None = None) ->
     if bad:
         raise LabError(f"GPU index {bad[0]} does not exist: this machine has {gpus_available} GPU(s), "
                        f"numbered 0 to {gpus_available - 1}.")
-    return _checked(DevicePlan("gpu", wanted, settings.precision, *_layout(settings, launch), launch), settings,
-                    launch)
+    return _checked(DevicePlan("gpu", wanted, settings.precision, *_layout(settings, launch), launch), launch)
 
 
-def require_one_device(settings, launch: Launch | None = None) -> None:
+def require_one_device(settings: ExperimentSettings | DeviceSpec, launch: Launch | None = None) -> None:
     """LabError when the settings ask for several devices or machines, for the commands that train several runs
     in one process (the lab, the comparisons, the searches): Lightning's DDP launcher would start the whole
     command again on every rank, and each would train every run."""
@@ -86,7 +116,7 @@ def require_one_device(settings, launch: Launch | None = None) -> None:
                        "machines train each run with train_lightning.py or train_keras.py (docs/scale-out.md).")
 
 
-def _layout(settings, launch: Launch) -> tuple[int, str]:
+def _layout(settings: DeviceSpec, launch: Launch) -> tuple[int, str]:
     nodes = settings.num_nodes or launch.nodes or 1
     if nodes > 1 and launch.kind is None:
         raise LabError(f"--num-nodes {nodes} needs a launcher on every machine: start the run with torchrun or "
@@ -94,20 +124,17 @@ def _layout(settings, launch: Launch) -> tuple[int, str]:
     return nodes, settings.strategy
 
 
-def _checked(plan: DevicePlan, settings, launch: Launch) -> DevicePlan:
+def _checked(plan: DevicePlan, launch: Launch) -> DevicePlan:
     if launch.per_node is not None and launch.per_node != plan.per_node:
         raise LabError(f"{launch.kind} started {launch.per_node} process(es) per machine but the run asks for "
                        f"{plan.per_node} device(s); use --devices {launch.per_node} or leave --devices auto.")
     if launch.nodes is not None and launch.nodes != plan.num_nodes:
         raise LabError(f"{launch.kind} runs on {launch.nodes} machine(s) but --num-nodes is {plan.num_nodes}; "
                        "drop --num-nodes to take the launcher's count.")
-    if settings.batch_size % plan.world_size:
-        raise LabError(f"--batch-size {settings.batch_size} does not divide over {plan.world_size} devices; "
-                       f"use a multiple of {plan.world_size} (it is the global batch, split evenly).")
     return plan
 
 
-def _wanted(settings, gpus_available: int, launch: Launch) -> tuple[str, list[int] | int]:
+def _wanted(settings: DeviceSpec, gpus_available: int, launch: Launch) -> tuple[str, list[int] | int]:
     auto = launch.per_node or 1  # under a launcher, one device per process it started
     if settings.gpus is not None:
         return ("cpu", auto) if settings.gpus == 0 else ("gpu", settings.gpus)
@@ -133,7 +160,7 @@ def _parse_devices(text: str) -> str | int | list[int]:
     return count
 
 
-def _asked(settings) -> str:
+def _asked(settings: DeviceSpec) -> str:
     if settings.gpus:
         return f"--gpus {settings.gpus} asks for {settings.gpus} GPU(s)"
     return f"--accelerator {settings.accelerator} --devices {settings.devices} asks for a GPU"

@@ -1,17 +1,14 @@
-"""Experiment settings: one dataclass, one command line and one YAML format for both backends."""
+"""Experiment settings: one dataclass and one YAML format for both backends (lab.config.flags makes their flags)."""
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from core.errors import LabError, one_line
 from datamodules.registry import DATASETS
 from datamodules.resize import RESIZE_POLICIES
-from lab.progress import HELP as PROGRESS_HELP
-from lab.progress import MODES as PROGRESS_MODES
 from lab.specs.models import MODELS
 from lab.specs.phases import check_unfreeze
 from lab.specs.zoo import BACKBONE_NAMES, check_image_size, is_backbone
@@ -152,40 +149,8 @@ CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERA
            "padding": ("valid", "same"), "model": MODELS + BACKBONE_NAMES, "resize": RESIZE_POLICIES}
 
 
-class LabArgumentParser(argparse.ArgumentParser):
-    """argparse that reports bad flags in one line (no usage dump) with exit code 2."""
-
-    def error(self, message: str):
-        sys.stderr.write(f"error: {message} (see --help)\n")
-        sys.exit(2)
-
-
-def build_parser(prog: str, description: str) -> LabArgumentParser:
-    parser = LabArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS)
-    parser.add_argument("--config", help="YAML file of settings (flags given on the command line win)")
-    parser.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
-                        help="continue an interrupted run from its last checkpoint: the latest run of this "
-                             "experiment, or the run folder given")
-    add_setting_flags(parser, [f.name for f in fields(ExperimentSettings)])
-    add_progress_flag(parser)
-    return parser
-
-
-def add_progress_flag(parser: argparse.ArgumentParser) -> None:
-    """--progress, for every command that trains (lab.progress decides what it means)."""
-    parser.add_argument("--progress", choices=PROGRESS_MODES, help=PROGRESS_HELP)
-
-
-def add_setting_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
-    """A --flag for each setting named, with the setting's type, choices and help."""
-    known = {f.name: f for f in fields(ExperimentSettings)}
-    for name in names:
-        f = known[name]
-        parser.add_argument("--" + name.replace("_", "-"), type=_arg_type(f.type), choices=CHOICES.get(name),
-                            help=_help(f))
-
-
-def _arg_type(annotation):
+def arg_type(annotation) -> type:
+    """The command-line type of a setting's annotation (bools as parse_bool)."""
     text = str(annotation)
     if "bool" in text:
         return parse_bool
@@ -208,11 +173,6 @@ def parse_bool(value) -> bool:
 
 
 parse_bool.__name__ = "bool"
-
-
-def _help(f) -> str:
-    default = f.default
-    return f"{HELP[f.name]} (default: {default})" if default is not None else HELP[f.name]
 
 
 def settings_from_args(args: argparse.Namespace) -> ExperimentSettings:
@@ -256,7 +216,7 @@ def make_settings(values: dict) -> ExperimentSettings:
 def _convert(f, value):
     if value is None:
         return None
-    kind = _arg_type(f.type)
+    kind = arg_type(f.type)
     if kind is int and isinstance(value, float) and not value.is_integer():
         _bad(f, value)
     try:
@@ -266,7 +226,7 @@ def _convert(f, value):
 
 
 def _bad(f, value):
-    raise LabError(f"setting {f.name} must be a {_arg_type(f.type).__name__}, got {value!r}.")
+    raise LabError(f"setting {f.name} must be a {arg_type(f.type).__name__}, got {value!r}.")
 
 
 def validate(s: ExperimentSettings) -> None:

@@ -8,17 +8,9 @@ from core.cli import run_command
 from core.io import write_text_atomic
 from lab.config.data import load_data
 from lab.config.devices import require_one_device
+from lab.config.flags import LabArgumentParser, add_progress_flag, add_setting_flags
 from lab.config.machine import machine_info
-from lab.config.settings import (
-    ACCELERATORS,
-    CHOICES,
-    HELP,
-    PRECISIONS,
-    TEST_WEIGHTS,
-    LabArgumentParser,
-    add_progress_flag,
-    make_settings,
-)
+from lab.config.settings import HELP, make_settings
 from lab.pipeline.lab_progress import LabProgress, Step
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
 from lab.pipeline.sections import RENDERERS
@@ -31,6 +23,7 @@ from lab.run.reuse import ensure_run
 
 REPORT_NAME = "lab-report.md"
 REPORT_ORDER = ("keras", "lightning")
+DEVICE_FLAGS = ("accelerator", "gpus", "devices", "precision", "test_weights")  # every run of the lab takes them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,28 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
                         f"({', '.join(f'{k}={v}' for k, v in SECTIONS.items())})")
     p.add_argument("--mnist-dataset", default="mnist", help="dataset for section 1 (e.g. fashion_mnist, digits)")
     p.add_argument("--cifar-dataset", default="cifar10", help="dataset for sections 2-4 (e.g. folder)")
-    p.add_argument("--data-dir", help="data folder or archive for both datasets, unless given apart below")
+    add_setting_flags(p, ["data_dir"], parse_defaults=True,
+                      help={"data_dir": "data folder or archive for both datasets, unless given apart below"})
     p.add_argument("--mnist-data-dir", help="data folder for the MNIST-like dataset")
     p.add_argument("--cifar-data-dir", help="data folder or archive for the CIFAR-like dataset")
-    p.add_argument("--image-size", type=int, metavar="N",
-                   help="sections 2-4: resize every image to N x N pixels at load, e.g. for a folder of photos of "
-                        "mixed sizes (default: the images as they are)")
-    p.add_argument("--resize", choices=CHOICES["resize"], default="stretch",
-                   help=HELP["resize"] + " (default: stretch)")
+    add_setting_flags(p, ["image_size", "resize"], parse_defaults=True, metavars={"image_size": "N"}, help={
+        "image_size": "sections 2-4: resize every image to N x N pixels at load, e.g. for a folder of photos of mixed "
+                      "sizes (default: the images as they are)"})
     p.add_argument("--backends", default=",".join(REPORT_ORDER), help="comma-separated: keras, lightning")
-    p.add_argument("--out", default="runs/lab", help="folder of the lab's runs and report (default runs/lab)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of every run")
+    add_setting_flags(p, ["out", "seed"], parse_defaults=True, defaults={"out": "runs/lab"},
+                      help={"out": "folder of the lab's runs and report", "seed": "random seed of every run"})
     p.add_argument("--rerun", action="store_true", help="run every experiment again instead of reusing it")
     p.add_argument("--no-spread-seed", dest="spread_seed", action="store_false",
                    help="skip the first CNN's second run with seed+1 (one run per backend), which measures the "
                         "run-to-run spread; the comparisons then say the spread is unknown")
-    p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="auto, cpu or gpu, for both backends")
-    p.add_argument("--gpus", type=int, help="number of GPUs for both backends; 0 means the CPU")
-    p.add_argument("--devices", default="auto",
-                   help="'auto', or one device: the lab trains its runs one after another on one device")
-    p.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision for both backends")
-    p.add_argument("--test-weights", choices=TEST_WEIGHTS, default="last",
-                   help=f"every run: {HELP['test_weights']} (default: last)")
+    add_setting_flags(p, DEVICE_FLAGS, parse_defaults=True, help={
+        "accelerator": "auto, cpu or gpu, for both backends",
+        "gpus": "number of GPUs for both backends; 0 means the CPU",
+        "devices": "'auto', or one device: the lab trains its runs one after another on one device",
+        "precision": "numeric precision for both backends",
+        "test_weights": f"every run: {HELP['test_weights']}"})
     add_progress_flag(p)
     return p
 
@@ -89,8 +80,7 @@ def run_lab(args) -> Path:
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir,
                       **({"image_size": args.image_size, "resize": args.resize} if args.image_size else {})}}
-    common = {"out": args.out, "seed": args.seed, "accelerator": args.accelerator, "gpus": args.gpus,
-              "devices": args.devices, "precision": args.precision, "test_weights": args.test_weights}
+    common = {name: getattr(args, name) for name in ("out", "seed", *DEVICE_FLAGS)}
     require_one_device(make_settings(common))
     data_lines, cifar_classes = _check_data(data, sections)
     runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}

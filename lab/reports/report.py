@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from lab.config.machine import describe
 from lab.reports import commentary, plots
 from lab.reports.analysis import WorstImage, confusion_counts, worst_classified
 from lab.specs import augmentation
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -196,7 +200,7 @@ def write_run_outputs(run_dir, results: dict, probs: np.ndarray, labels: np.ndar
     return arrays
 
 
-def save_augmented_grid(run_dir: Path, settings, splits, apply, count: int = 16) -> np.ndarray:
+def save_augmented_grid(run_dir: Path, settings: ExperimentSettings, splits, apply, count: int = 16) -> np.ndarray:
     """figures/augmented.png: images of the first training batch before and after augmentation, as trained on.
 
     apply(uint8 images, spec, draws) -> the augmented uint8 images as numpy: the backend's own augmentation.

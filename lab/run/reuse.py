@@ -12,7 +12,7 @@ from lab.run.backend import in_training_order
 from lab.run.runner import run_settings
 
 
-def find_matching(settings, backend: str) -> Path | None:
+def find_matching(settings: ExperimentSettings, backend: str) -> Path | None:
     """The newest run folder of this experiment and backend whose saved settings equal these (every setting
     counts); a setting added since a run was saved counts as its default there."""
     wanted, defaults = settings.to_dict(), ExperimentSettings().to_dict()
@@ -25,7 +25,7 @@ def find_matching(settings, backend: str) -> Path | None:
     return None
 
 
-def ensure_run(backend: str, settings, rerun: bool = False) -> tuple[Path, str]:
+def ensure_run(backend: str, settings: ExperimentSettings, rerun: bool = False) -> tuple[Path, str]:
     """(run folder, what happened: 'reused', 'resumed' or 'ran')."""
     require_one_device(settings)
     existing = None if rerun else find_matching(settings, backend)
@@ -36,7 +36,7 @@ def ensure_run(backend: str, settings, rerun: bool = False) -> tuple[Path, str]:
     return run_settings(backend, settings), "ran"
 
 
-def run_each(backends: list[str], settings_list: list, rerun: bool = False) -> list[Path]:
+def run_each(backends: list[str], settings_list: list[ExperimentSettings], rerun: bool = False) -> list[Path]:
     """Every settings on every backend, reusing finished runs (unless rerun), one backend at a time in
     TRAINING_ORDER; the folders settings by settings, each in the order of `backends`."""
     done = {}
@@ -46,12 +46,3 @@ def run_each(backends: list[str], settings_list: list, rerun: bool = False) -> l
             if what != "ran":
                 print(f"{settings.experiment} / {backend}: {what} {done[backend, i]}")
     return [done[b, i] for i in range(len(settings_list)) for b in backends]
-
-
-def add_comparison_flags(parser) -> None:
-    """The flags of a tool that trains several runs per backend and compares them."""
-    parser.add_argument("--backends", default="lightning,keras",
-                        help="comma-separated backends to run, lightning and/or keras (default: lightning,keras)")
-    parser.add_argument("--rerun", action="store_true", default=False,
-                        help="train every run again instead of reusing finished runs of the same settings "
-                             "(interrupted ones are continued either way)")

@@ -5,6 +5,7 @@ Only the training itself (backend.train) is backend-specific; everything before 
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli import run_command
 from core.errors import LabError
 from core.io import write_bytes_atomic
+from datamodules import DataSplits
 from lab.config.data import load_data
 from lab.config.machine import describe_device, machine_info
-from lab.config.settings import build_parser, make_settings, settings_from_args
+from lab.config.settings import ExperimentSettings, make_settings, settings_from_args
 from lab.progress import progress
 from lab.records.results import PREDICTIONS_FILE, save_results
 from lab.records.rundirs import find_resumable, load_settings, new_run_dir, next_run_dir, save_settings
@@ -30,25 +31,14 @@ from lab.specs.augmentation import check_settings as check_augmentation
 from lab.specs.models import model_spec
 
 
-def main(backend: str, argv: list[str] | None = None) -> int:
-    parser = build_parser(f"train_{backend}.py", f"Train one lab experiment with {TITLES[backend]}; "
-                          "results, figures, report and TensorBoard logs go to OUT/<experiment>/"
-                          f"{backend}/version_N.")
-    args = parser.parse_args(argv)
-    code, run_dir = run_command(lambda: run(backend, args),
-                                "finished epochs are saved; run the same command with --resume to continue.")
-    if run_dir is not None:  # None: a rank of a multi-process run that writes nothing
-        print(f"report: {run_dir / 'report.md'}")
-    return code
-
-
-def run(backend: str, args) -> Path | None:
+def run(backend: str, args: argparse.Namespace) -> Path | None:
+    """The run the parsed flags of train_<backend>.py ask for (a new one, or --resume)."""
     with progress(getattr(args, "progress", None)):
         settings, resume_dir = resolve_settings(backend, args)
         return run_settings(backend, settings, resume_dir)
 
 
-def run_settings(name: str, settings, resume_dir: Path | None = None) -> Path | None:
+def run_settings(name: str, settings: ExperimentSettings, resume_dir: Path | None = None) -> Path | None:
     """Train, test and write every output of one run; returns its folder, or None on a process that does not
     write it (the ranks other than 0 of a multi-process run, which print nothing either)."""
     splits = load_data(settings)
@@ -73,7 +63,7 @@ def run_settings(name: str, settings, resume_dir: Path | None = None) -> Path | 
     return run_dir
 
 
-def _new_run(settings, backend: str, writer: bool) -> Path:
+def _new_run(settings: ExperimentSettings, backend: str, writer: bool) -> Path:
     """A new run's folder; on the other ranks only a path, which they never write."""
     make = new_run_dir if writer else next_run_dir
     return make(settings.out, settings.experiment, backend)
@@ -98,7 +88,7 @@ def _remove_new_run(run_dir: Path) -> None:
             break
 
 
-def resolve_settings(backend: str, args):
+def resolve_settings(backend: str, args: argparse.Namespace) -> tuple[ExperimentSettings, Path | None]:
     """The run's settings; with --resume, those saved in the run folder (a new --epochs may extend it)."""
     settings = settings_from_args(args)
     resume = getattr(args, "resume", None)
@@ -111,7 +101,7 @@ def resolve_settings(backend: str, args):
     return make_settings(saved), run_dir
 
 
-def finish(backend: Backend, settings, splits, run_dir: Path, trained: Trained) -> dict:
+def finish(backend: Backend, settings: ExperimentSettings, splits: DataSplits, run_dir: Path, trained: Trained) -> dict:
     """Test metrics, predictions, figures, report and TensorBoard extras; results.json last."""
     labels = splits.test.labels
     probs = softmax(trained.test_logits)
@@ -129,7 +119,8 @@ def finish(backend: Backend, settings, splits, run_dir: Path, trained: Trained) 
     return results
 
 
-def build_results(backend: str, settings, splits, trained: Trained, loss: float, acc: float) -> dict:
+def build_results(backend: str, settings: ExperimentSettings, splits: DataSplits, trained: Trained, loss: float,
+                  acc: float) -> dict:
     return {
         "schema": 1,
         "experiment": settings.experiment,

@@ -24,10 +24,14 @@ backend-specific. Validation and test images are never augmented.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.errors import LabError
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 FLIP_PROBABILITY = 0.5
 
@@ -51,7 +55,7 @@ class AugmentSpec:
     cutout: int = 0
 
     @classmethod
-    def from_settings(cls, settings) -> AugmentSpec:
+    def from_settings(cls, settings: ExperimentSettings) -> AugmentSpec:
         return cls(bool(settings.flip), int(settings.crop_pad), float(settings.rotate),
                    float(settings.color_jitter), int(settings.cutout))
 
@@ -78,7 +82,7 @@ class AugmentSpec:
                            f"use a square of at most {side} pixels (e.g. 8 for 32x32 images).")
 
 
-def check_settings(settings, input_shape: tuple[int, int, int]) -> None:
+def check_settings(settings: ExperimentSettings, input_shape: tuple[int, int, int]) -> None:
     """Refuse augmentation settings that cannot work on these images, before any run folder exists."""
     AugmentSpec.from_settings(settings).check(input_shape)
 

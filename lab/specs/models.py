@@ -1,18 +1,51 @@
 """The named models, as layer specs both backends build. Each ends in logits (no softmax)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from lab.specs.architectures import BatchNorm, Conv, Dense, Dropout, Flatten, Layer, MaxPool, ReLU, infer
 from lab.specs.zoo import head_spec, is_backbone
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 MODELS = ("first_cnn", "mlp", "cifar_cnn", "cnn")
 
 
-def first_cnn(s, num_classes: int) -> list[Layer]:
+@dataclass(frozen=True)
+class ModelShape:
+    """The settings that shape a model: which one, and the hyperparameters of each (--help says which model
+    reads which)."""
+
+    model: str = "first_cnn"
+    filters: int = 32
+    kernel_size: int = 3
+    stride: int = 1
+    padding: str = "valid"
+    hidden: int = 128
+    layers: int = 1
+    width: int = 32
+    depth: int = 3
+    dense_units: int = 128
+    dropout: float = 0.25
+    blocks: int = 2
+    batch_norm: bool = False
+    pool: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: ExperimentSettings) -> ModelShape:
+        return cls(settings.model, settings.filters, settings.kernel_size, settings.stride, settings.padding,
+                   settings.hidden, settings.layers, settings.width, settings.depth, settings.dense_units,
+                   settings.dropout, settings.blocks, settings.batch_norm, settings.pool)
+
+
+def first_cnn(s: ModelShape, num_classes: int) -> list[Layer]:
     """The lab's first CNN: one convolution, ReLU, Flatten, Dense to the classes."""
     return [Conv(s.filters, s.kernel_size, s.stride, s.padding), ReLU(), Flatten(), Dense(num_classes)]
 
 
-def mlp(s, num_classes: int) -> list[Layer]:
+def mlp(s: ModelShape, num_classes: int) -> list[Layer]:
     """The dense baseline: Flatten, then --layers hidden layers of --hidden units."""
     layers: list[Layer] = [Flatten()]
     for _ in range(s.layers):
@@ -20,7 +53,7 @@ def mlp(s, num_classes: int) -> list[Layer]:
     return layers + [Dense(num_classes)]
 
 
-def cifar_cnn(s, num_classes: int) -> list[Layer]:
+def cifar_cnn(s: ModelShape, num_classes: int) -> list[Layer]:
     """VGG-style: --depth blocks of two 3x3 convs with batch norm, pooling and dropout; a dense head."""
     layers: list[Layer] = []
     for block in range(s.depth):
@@ -32,7 +65,7 @@ def cifar_cnn(s, num_classes: int) -> list[Layer]:
     return layers
 
 
-def cnn(s, num_classes: int) -> list[Layer]:
+def cnn(s: ModelShape, num_classes: int) -> list[Layer]:
     """The configurable CNN the tuner searches: --blocks of [conv, batch norm?, ReLU, pool?, dropout],
     --filters doubling per block, then a dense head of --dense-units."""
     layers: list[Layer] = []
@@ -50,12 +83,12 @@ def cnn(s, num_classes: int) -> list[Layer]:
 _BUILDERS = {"first_cnn": first_cnn, "mlp": mlp, "cifar_cnn": cifar_cnn, "cnn": cnn}
 
 
-def model_spec(settings, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
+def model_spec(settings: ExperimentSettings, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
     """The spec for settings.model, checked against the input shape (LabError if it cannot work).
 
     For a zoo backbone (lab.specs.zoo), the spec of the new head on its pooled features."""
     if is_backbone(settings.model):
         return head_spec(settings, input_shape, num_classes)
-    layers = _BUILDERS[settings.model](settings, num_classes)
+    layers = _BUILDERS[settings.model](ModelShape.from_settings(settings), num_classes)
     infer(layers, input_shape)
     return layers

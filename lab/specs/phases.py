@@ -23,21 +23,43 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import LabError
 from core.io import write_json_atomic
 from lab.specs import architectures as A
 from lab.specs.zoo import image_size, is_backbone
 
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
+
 FEATURE_EXTRACTION, FINE_TUNING, FROM_SCRATCH = "feature extraction", "fine-tuning", "from scratch"
 PHASES_FILE = "phases.json"
 
 
-def is_pretrained(settings) -> bool:
+@dataclass(frozen=True)
+class TransferSpec:
+    """The settings of a transfer run: the initial weights and the fine-tuning phase (the module docstring)."""
+
+    weights: str | None = None
+    unfreeze: str = "1"
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ExperimentSettings) -> TransferSpec:
+        return cls(settings.weights, settings.unfreeze, settings.finetune_epochs, settings.finetune_lr)
+
+    @property
+    def pretrained(self) -> bool:
+        return is_pretrained(self)
+
+
+def is_pretrained(settings: ExperimentSettings | TransferSpec) -> bool:
     return str(settings.weights or "none").lower() != "none"
 
 
-def is_transfer(settings) -> bool:
+def is_transfer(settings: ExperimentSettings) -> bool:
     return is_backbone(settings.model) or is_pretrained(settings) or settings.finetune_epochs > 0
 
 
@@ -83,7 +105,7 @@ def unfrozen_blocks(text: str, num_blocks: int) -> int:
     return value
 
 
-def plan_phases(settings, num_blocks: int) -> list[Phase]:
+def plan_phases(settings: ExperimentSettings, num_blocks: int) -> list[Phase]:
     lr2 = settings.finetune_lr or settings.lr / 10
     end = settings.epochs + settings.finetune_epochs
     if not is_pretrained(settings):
@@ -130,7 +152,7 @@ def spec_blocks(spec: list[A.Layer]) -> list[list[int]]:
     return [b for b in blocks if b]
 
 
-def transfer_details(settings, source, backbone: str, blocks: int, head: str) -> dict:
+def transfer_details(settings: ExperimentSettings, source, backbone: str, blocks: int, head: str) -> dict:
     """What a transfer run starts from, for its report: weights (a WeightsSource), backbone, blocks, head."""
     zoo = {"image_size": image_size(settings)} if is_backbone(settings.model) else {}
     return {"weights": source.describe(), "backbone": backbone, "blocks": blocks, "head": head, **zoo}

@@ -17,9 +17,13 @@ the backbone's globally pooled features feed the new head, described once here a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.errors import LabError
 from lab.specs.architectures import Dense, Dropout, Layer
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 MIN_IMAGE_SIZE = 32  # five stride-2 stages: smaller images vanish before the pooling
 
@@ -45,12 +49,12 @@ def is_backbone(model: str) -> bool:
     return model in BACKBONES
 
 
-def image_size(settings) -> int:
+def image_size(settings: ExperimentSettings) -> int:
     """The side images are resized to before the backbone."""
     return settings.image_size or BACKBONES[settings.model].input_size
 
 
-def head_spec(settings, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
+def head_spec(settings: ExperimentSettings, input_shape: tuple[int, int, int], num_classes: int) -> list[Layer]:
     """The new classification head on the pooled features: dropout, then a dense layer to the classes.
 
     LabError if the images cannot go through the backbone.

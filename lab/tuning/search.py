@@ -183,7 +183,7 @@ def _check_same_search(folder: Path, definition: dict) -> None:
         raise OtherSearch(folder, "; ".join(changed))
 
 
-def _make_tuner(base, opts: SearchOptions, splits, constraint: Constraint, folder: Path,
+def _make_tuner(base: ExperimentSettings, opts: SearchOptions, splits, constraint: Constraint, folder: Path,
                 part: cluster.Role) -> LabTuner:
     from lab.tuning.engine import LabTuner, make_oracle  # keras-tuner loads TensorFlow: only once a search starts
 

@@ -1,4 +1,4 @@
-"""ExperimentSettings in typed groups: each setting belongs to exactly one (tests/test_settings_groups.py).
+"""ExperimentSettings in typed groups: each setting belongs to exactly one (tests/test_settings_types.py).
 
 `ExperimentSettings` stays flat: it is the command line, the `--config` YAML and a run's `settings.json`, which
 reuse compares. The groups are frozen views of it, for code that needs only one part: the model's shape

@@ -79,6 +79,10 @@ class _Bookkeeping:
     - A worker that comes back (same ID) without finishing its trial gets it again, keras-tuner's rule; after
       MAX_RESTARTS such returns the trial fails instead of crashing its worker forever.
     - Which worker ran each trial, and when any process last called (`last_contact`).
+
+    The overrides of the methods keras-tuner synchronizes are `@kt.synchronized` too, as keras-tuner asks of
+    subclasses, so the chief may serve them from several gRPC threads. Its lock is per oracle and re-entrant
+    within a thread: a synchronized method may call another (create_trial calls end_trial).
     """
 
     constraint: Constraint
@@ -97,6 +101,7 @@ class _Bookkeeping:
         self._started: dict[str, float] = {}
         self._returns: Counter = Counter()
 
+    @kt.synchronized
     def create_trial(self, tuner_id):
         self.last_contact = time.monotonic()
         ongoing = self.ongoing_trials.get(tuner_id)
@@ -122,14 +127,24 @@ class _Bookkeeping:
             self.stopped_for_time = True
             self.max_trials = len(self.trials)  # keras-tuner's own stop; not saved in its state
 
+    @kt.synchronized
     def update_trial(self, trial_id, metrics, step=0):
         self.last_contact = time.monotonic()
         return super().update_trial(trial_id, metrics, step=step)
 
-    def get_space(self):
+    def get_space(self):  # not synchronized, as keras-tuner's
         self.last_contact = time.monotonic()
         return super().get_space()
 
+    def progress(self) -> tuple[int, dict[str, str], bool]:
+        """Trials done, the trial each worker runs, whether any worker is registered: for the chief's loop, while
+        the servicer's thread changes them. Copies (one step each under the GIL), not the oracle's lock: keras-tuner's
+        is not released when a synchronized call raises, and the loop must still see the workers fall silent."""
+        trials, ongoing = list(self.trials.values()), dict(self.ongoing_trials)
+        done = sum(t.status in ("COMPLETED", "FAILED", "INVALID") for t in trials)
+        return done, {w: t.trial_id for w, t in ongoing.items()}, bool(self.tuner_ids)
+
+    @kt.synchronized
     def end_trial(self, trial):
         self.last_contact = time.monotonic()
         # keras-tuner's display raises KeyError for a trial it did not see begin (one begun before a chief restart)
@@ -291,7 +306,7 @@ def serve(oracle, role: Role, worker_timeout: float) -> None:
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))  # as keras-tuner's start_server
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     server.add_insecure_port(role.address)
@@ -301,28 +316,26 @@ def serve(oracle, role: Role, worker_timeout: float) -> None:
     try:
         while True:
             time.sleep(1)
-            shown = _show_progress(oracle, shown)
+            done, running, registered = oracle.progress()
+            shown = _show_progress(done, running, oracle.max_trials, shown)
             quiet = time.monotonic() - oracle.last_contact
             # done: told a worker to stop, nothing runs, and the other workers were told too or are gone
-            if servicer.stop_triggered and not oracle.ongoing_trials and (not oracle.tuner_ids
-                                                                          or quiet > 3 * HEARTBEAT_S):
+            if servicer.stop_triggered and not running and (not registered or quiet > 3 * HEARTBEAT_S):
                 return
             if quiet > worker_timeout:
-                running = ", ".join(f"{t.trial_id} ({w})" for w, t in oracle.ongoing_trials.items()) or "none"
-                raise LabError(f"no worker has called the chief for {quiet:.0f} s (running trials: {running}); "
+                trials = ", ".join(f"{t} ({w})" for w, t in running.items()) or "none"
+                raise LabError(f"no worker has called the chief for {quiet:.0f} s (running trials: {trials}); "
                                "restart the workers with the same KERASTUNER_TUNER_ID to continue their trials, and "
                                "this chief with the same command: the search state is saved.")
     finally:
         server.stop(grace=1)
 
 
-def _show_progress(oracle, shown):
-    done = sum(t.status in ("COMPLETED", "FAILED", "INVALID") for t in oracle.trials.values())
-    running = {w: t.trial_id for w, t in oracle.ongoing_trials.items()}
+def _show_progress(done: int, running: dict[str, str], max_trials: int, shown):
     now = (done, tuple(sorted(running.items())))
     if now != shown:
         workers = ", ".join(f"{t} on {w}" for w, t in sorted(running.items())) or "none"
-        print(f"chief: {done} of {oracle.max_trials} trials done, running: {workers}", flush=True)
+        print(f"chief: {done} of {max_trials} trials done, running: {workers}", flush=True)
     return now
 
 

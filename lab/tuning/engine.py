@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from core.errors import LabError
 from core.frameworks import kt
@@ -31,6 +31,9 @@ from lab.run.backend import Backend
 from lab.tuning.cluster import SINGLE_ID, Role
 from lab.tuning.space import Constraint, SearchSpace, define, overrides_of, trial_settings
 from lab.tuning.trials import CSV_FILE, METRICS, OBJECTIVE, PROJECT, trial_metrics, trial_row, write_csv
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 KT_TRIAL_FILE = "trial.json"
 HEARTBEAT_S = 10  # a worker's sign of life to the chief while it trains
@@ -220,8 +223,9 @@ class LabTuner(kt.Tuner):
     """Runs each trial as a lab run of the backend, with early stopping after `patience` epochs. In a distributed
     search (`role`), the chief serves the oracle and the workers train."""
 
-    def __init__(self, oracle: kt.Oracle, backend: Backend, space: SearchSpace, base, splits, plan, patience: int,
-                 directory: Path, overwrite: bool, role: Role = Role("single"), chief_wait: float = 180.0):
+    def __init__(self, oracle: kt.Oracle, backend: Backend, space: SearchSpace, base: ExperimentSettings, splits,
+                 plan, patience: int, directory: Path, overwrite: bool, role: Role = Role("single"),
+                 chief_wait: float = 180.0):
         self.backend, self.space, self.base, self.splits, self.plan = backend, space, base, splits, plan
         self.patience, self.role, self.constraint = patience, role, oracle.constraint
         self._trained = 0

@@ -191,3 +191,30 @@ def test_shared_test_metrics():
     wrong = labels[::-1].copy()
     assert accuracy(logits, wrong) == 0.0
     assert cross_entropy(logits, wrong) > 10
+
+
+def test_a_lightning_checkpoint_rebuilds_its_module_without_the_dataset(tmp_path):
+    """ImageClassifier's hyperparameters describe its network in plain types: load_from_checkpoint, with
+    torch.load's weights_only, rebuilds the same network; a zoo backbone's description is as plain."""
+    import pytorch_lightning as pl
+
+    from datamodules import load_splits
+    from datamodules.torch_data import ArraysDataModule
+    from lab.specs.networks import describe
+    from lightning_modules.classifier import ImageClassifier
+
+    settings, splits = make_settings({"dataset": "digits"}), load_splits("digits")
+    module = build_model(settings, splits)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=ArraysDataModule(splits, 32))
+    trainer.save_checkpoint(tmp_path / "module.ckpt")
+    loaded = ImageClassifier.load_from_checkpoint(tmp_path / "module.ckpt", map_location="cpu")
+    images = torch.from_numpy(splits.test.images[:16])
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(images), module.eval()(images))
+    assert loaded.hparams.network["class_names"] == list(splits.class_names)
+    zoo = describe(make_settings({"model": "mobilenet", "image_size": 32}), splits)
+    torch.save(zoo, tmp_path / "zoo.pt")
+    assert torch.load(tmp_path / "zoo.pt", weights_only=True) == zoo and zoo["zoo"] == "mobilenet"
+    assert ImageClassifier(zoo).net.head[-1].out_features == splits.num_classes

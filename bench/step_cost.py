@@ -26,10 +26,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bench.common import benchmark_parser, interleaved_rounds, run_benchmark
 from lab.specs.models import MODELS
+
+if TYPE_CHECKING:
+    from datamodules.base import DataSplits
+    from lab.config.settings import ExperimentSettings
 
 FIRST, LAST = 50, 450
 
@@ -106,7 +110,7 @@ def _old_metrics(num_classes: int):
     return MeanMetric(nan_strategy="disable"), MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
 
-def trainer_steps(settings, splits, project_trainer: bool, stock: bool) -> dict:
+def trainer_steps(settings: ExperimentSettings, splits: DataSplits, project_trainer: bool, stock: bool) -> dict:
     """Steps of the project's module in a bare Trainer or the project's; stock: every departure of
     lightning_modules.speedups off (the GPU probe is the way's, see `way`)."""
     import pytorch_lightning as pl

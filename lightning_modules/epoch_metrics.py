@@ -12,8 +12,8 @@ class EpochMetrics(Metric):
     processes once, in compute(). A NaN loss stays NaN in the mean, as in Keras.
 
     Not torchmetrics' MeanMetric and MulticlassAccuracy: MeanMetric(nan_strategy="disable"), which skips a
-    synchronising NaN check every step, drops the weights (Lightning-AI/torchmetrics#3434), and the two updates
-    cost a small network 0.2 ms a step on a CPU (bench/README.md, Speed)."""
+    synchronising NaN check every step, drops the weights (Lightning-AI/torchmetrics#3434), and the two updates take
+    about 3.5 times as long as this one (bench/README.md, Speed)."""
 
     full_state_update = False
 

@@ -79,11 +79,12 @@ def _torch_step(spec, settings: ExperimentSettings, splits, images, labels):
 
 
 def _keras_step(spec, settings: ExperimentSettings, splits, images, labels):
-    from keras_models.network import build_model
-    from keras_models.training import compile_model
+    from keras_models.compiling import compile_model
+    from keras_models.components.network import build_network
+    from lab.specs.optimizer import OptimizerSpec
 
-    model = compile_model(build_model(spec, splits.input_shape, splits.mean, splits.std, name="cifar_cnn"),
-                          settings.optimizer, settings.lr)
+    model = compile_model(build_network(spec, splits.input_shape, splits.mean, splits.std, name="cifar_cnn"),
+                          OptimizerSpec.from_settings(settings))
     return lambda: model.train_on_batch(images, labels)
 
 

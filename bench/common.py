@@ -111,7 +111,8 @@ def fair_torch_loop(settings: ExperimentSettings, splits, epochs: int, device: s
     import torch
     from torch.nn import functional as F
 
-    from lightning_modules.compiling import compile_network
+    from lab.specs.optimizer import OptimizerSpec
+    from lightning_modules.compiling import build_optimizer, compile_network
     from lightning_modules.components import build_network
 
     torch.manual_seed(settings.seed)
@@ -119,7 +120,7 @@ def fair_torch_loop(settings: ExperimentSettings, splits, epochs: int, device: s
                         splits.mean, splits.std).to(device)
     if compiled:
         compile_network(net)
-    opt = torch.optim.Adam(net.parameters(), lr=settings.lr, eps=1e-7)
+    opt = build_optimizer(OptimizerSpec.from_settings(settings), net.parameters())
     x, y = torch.from_numpy(splits.train.images).to(device), torch.from_numpy(splits.train.labels).to(device)
     history = []
     for epoch in range(epochs):
@@ -165,13 +166,14 @@ def _torch_evaluate(net, part, device) -> tuple[float, float]:
 def plain_keras_fit(settings: ExperimentSettings, splits, epochs: int, baton: Baton | None = None) -> list[float]:
     """model.fit on float numpy arrays, as in the keras-io examples: epoch times (train + validation)."""
     from core.frameworks import keras
-    from keras_models.network import build_model
-    from keras_models.training import compile_model
+    from keras_models.compiling import compile_model
+    from keras_models.components.network import build_network
+    from lab.specs.optimizer import OptimizerSpec
 
     keras.utils.set_random_seed(settings.seed)
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
-    model = compile_model(build_model(spec, splits.input_shape, splits.mean, splits.std), settings.optimizer,
-                          settings.lr)
+    model = compile_model(build_network(spec, splits.input_shape, splits.mean, splits.std),
+                          OptimizerSpec.from_settings(settings))
     times = EpochTimes(baton)
     model.fit(splits.train.images, splits.train.labels, batch_size=settings.batch_size, epochs=epochs,
               validation_data=(splits.val.images, splits.val.labels), callbacks=[times.keras()], verbose=0)

@@ -117,7 +117,7 @@ def bare_lightning_times(settings: ExperimentSettings, splits, baton: Baton | No
     from callbacks.lightning_recorder import synchronize
     from datamodules.torch_data import ArraysDataModule
     from lab.run.backend import get_backend
-    from lightning_modules.training import build_module
+    from lightning_modules.training import build_model
 
     class EpochClock(pl.Callback):
         def __init__(self):
@@ -138,7 +138,7 @@ def bare_lightning_times(settings: ExperimentSettings, splits, baton: Baton | No
     trainer = pl.Trainer(max_epochs=settings.epochs, accelerator=plan.accelerator, devices=plan.devices, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, callbacks=[clock])
-    trainer.fit(build_module(settings, splits), datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed))
+    trainer.fit(build_model(settings, splits), datamodule=ArraysDataModule(splits, settings.batch_size, settings.seed))
     return clock.times
 
 

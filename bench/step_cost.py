@@ -1,37 +1,38 @@
-"""The cost of a steady Lightning training step against the fair hand-written loop's, in one process, one thread.
+"""What Lightning's step costs against the fair hand-written loop's, and what each speed departure of
+lightning_modules.speedups saves, in one process, one thread.
 
-    python -m bench.step_cost [--rounds 4] [--train-images 16000] [--threads 1] [--model mlp]
+    python -m bench.step_cost [--rounds 4] [--train-images 16000] [--threads 1] [--model mlp] [--per-call-only]
 
-Steps 50 to 450 of one epoch of first_cnn (or --model), batch 32, Fashion-MNIST, per way, in interleaved
-rounds; each step timed in wall time and in the main thread's CPU time. With one thread, PyTorch computes on
-the main thread, so its CPU time is the step's work, and hardly moves when other processes share the machine,
-while wall time does. The ways:
+First each departure alone (and those measured and dropped): CPU microseconds per call, stock and with it, times
+the calls a step makes, the table of lightning_modules.speedups. Then steps 50 to 450 of one epoch of first_cnn
+(or --model), batch 32, Fashion-MNIST, per way, in interleaved rounds; each step timed in wall time and in the
+main thread's CPU time. With one thread, PyTorch computes on the main thread, so its CPU time is the step's work,
+and hardly moves when other processes share the machine, while wall time does. The ways:
 
 - the fair hand loop's step (forward, loss, backward, Adam, and the metric sums);
-- the same step with torchmetrics' MeanMetric and MulticlassAccuracy updates (the module's metrics before);
+- the same step with torchmetrics' MeanMetric and MulticlassAccuracy updates instead of the sums;
 - the same step where torch looks for a GPU at every Adam step, as it does in any process that imported
   Lightning on a machine without one, unless CUDA_VISIBLE_DEVICES is set (the project sets it empty there);
-- the project's module in a bare Lightning Trainer (no callbacks, logger, checkpoints or progress bar), and the
-  module as it was before (two torchmetrics updates and a self.log every 25 steps, torch's __setattr__ for
-  Lightning's hook names, the GPU probe at every step, Lightning's default batch transfer) in the same bare
-  Trainer;
-- the project's module in the project's Trainer (its recorder, checkpoints, progress bar, logger, profile
-  clock), and the module as it was before in it, with Lightning's ModelCheckpoint and default profiler as before.
+- the project's module in a bare Lightning Trainer (no callbacks, logger, checkpoints or progress bar), with
+  its speed departures and stock (`speedups.stock()`, the GPU probe on);
+- the same in the project's Trainer (its recorder, checkpoints, logger, profile clock).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from bench.common import benchmark_parser, interleaved_rounds, run_benchmark
 from lab.specs.models import MODELS
 
 if TYPE_CHECKING:
+    from datamodules.base import DataSplits
     from lab.config.settings import ExperimentSettings
 
 FIRST, LAST = 50, 450
@@ -68,7 +69,7 @@ def gpu_probe(on: bool):
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
-def hand_steps(settings: ExperimentSettings, splits, torchmetrics: bool) -> dict:
+def hand_steps(settings: ExperimentSettings, splits: DataSplits, torchmetrics: bool) -> dict:
     import torch
     from torch.nn import functional as F
 
@@ -109,37 +110,14 @@ def _old_metrics(num_classes: int):
     return MeanMetric(nan_strategy="disable"), MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
 
-def old_module(module):
-    """The module as it was before: its training metrics in MeanMetric and MulticlassAccuracy, and torch's
-    Module.__setattr__ for every attribute."""
+def trainer_steps(settings: ExperimentSettings, splits: DataSplits, project_trainer: bool, stock: bool) -> dict:
+    """Steps of the project's module in a bare Trainer or the project's; stock: every departure of
+    lightning_modules.speedups off (the GPU probe is the way's, see `way`)."""
     import pytorch_lightning as pl
-    from torch.nn import functional as F
 
-    mean, accuracy = _old_metrics(module.hparams.num_classes)
-    module.__class__ = type("Before", (type(module),), {"__setattr__": pl.LightningModule.__setattr__})
-
-    def training_step(batch, batch_idx):
-        images, labels, *_ = batch
-        logits = module(images)
-        loss = F.cross_entropy(logits, labels)
-        mean.update(loss.detach(), len(labels))
-        accuracy.update(logits.detach(), labels)
-        if batch_idx % 25 == 0:
-            module.log("loss", loss.detach(), prog_bar=True, logger=False)
-        return loss
-
-    module.training_step = training_step
-    return module
-
-
-def trainer_steps(settings: ExperimentSettings, splits, project_trainer: bool, before: bool) -> dict:
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from callbacks.lightning_checkpoint import EpochCheckpoint
     from datamodules.torch_data import ArraysDataModule
     from lab.records.recording import RunRecord
-    from lightning_modules import training
+    from lightning_modules import speedups, training
 
     clock = StepTimes()
 
@@ -147,14 +125,10 @@ def trainer_steps(settings: ExperimentSettings, splits, project_trainer: bool, b
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             clock.mark(batch_idx)
 
-    pl.seed_everything(settings.seed, verbose=False)
-    module = training.build_module(settings, splits)
-    data = ArraysDataModule(splits, settings.batch_size, settings.seed)
-    if before:
-        old_module(module)
-        data.__class__ = type("Before", (ArraysDataModule,),
-                              {"transfer_batch_to_device": pl.LightningDataModule.transfer_batch_to_device})
-    with tempfile.TemporaryDirectory() as tmp:
+    with speedups.stock() if stock else contextlib.nullcontext(), tempfile.TemporaryDirectory() as tmp:
+        pl.seed_everything(settings.seed, verbose=False)
+        module = training.build_model(settings, splits)
+        data = ArraysDataModule(splits, settings.batch_size, settings.seed)
         if project_trainer:
             from callbacks.lightning_profile import StepClock
             from lab.specs.phases import plan_phases
@@ -162,11 +136,6 @@ def trainer_steps(settings: ExperimentSettings, splits, project_trainer: bool, b
             args = training._trainer_args(settings, training.plan_devices(settings, 0), Path(tmp),
                                           RunRecord(tmp, len(splits.train), persist=False), plan_phases(settings, 0),
                                           (StepClock(), Clock()))
-            if before:  # Lightning's ModelCheckpoint and default profiler, as the project used them
-                for callback in args["callbacks"]:
-                    if isinstance(callback, EpochCheckpoint):
-                        callback.__class__ = ModelCheckpoint
-                args["profiler"] = None
         else:
             args = dict(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[Clock()])
@@ -177,7 +146,7 @@ def trainer_steps(settings: ExperimentSettings, splits, project_trainer: bool, b
 
 
 def way(run, probe: bool = False, **kwargs):
-    def call(settings: ExperimentSettings, splits):
+    def call(settings: ExperimentSettings, splits: DataSplits):
         with gpu_probe(probe):
             return run(settings, splits, **kwargs)
 
@@ -188,44 +157,55 @@ WAYS = {
     "fair hand loop": way(hand_steps, torchmetrics=False),
     "hand loop, torchmetrics updates": way(hand_steps, torchmetrics=True),
     "hand loop, GPU probe every step": way(hand_steps, probe=True, torchmetrics=False),
-    "module, bare Trainer": way(trainer_steps, project_trainer=False, before=False),
-    "module before, bare Trainer": way(trainer_steps, probe=True, project_trainer=False, before=True),
-    "module, project Trainer": way(trainer_steps, project_trainer=True, before=False),
-    "module before, project Trainer": way(trainer_steps, probe=True, project_trainer=True, before=True),
+    "module, bare Trainer": way(trainer_steps, project_trainer=False, stock=False),
+    "module stock, bare Trainer": way(trainer_steps, probe=True, project_trainer=False, stock=True),
+    "module, project Trainer": way(trainer_steps, project_trainer=True, stock=False),
+    "module stock, project Trainer": way(trainer_steps, probe=True, project_trainer=True, stock=True),
 }
 
 
-def micro(num_classes: int, rounds: int, calls: int = 2000) -> None:
-    """Each change of the leaner step alone: CPU microseconds per call before and after, median of rounds."""
-    import timeit
-
+def per_call_pairs(num_classes: int) -> dict[str, tuple[Callable, Callable, int]]:
+    """What each speed departure (kept in lightning_modules.speedups, or dropped) saves: (stock call, call with
+    the departure, calls a training step of the project's Trainer makes)."""
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.profilers import PassThroughProfiler
-    from torchmetrics import Metric
 
-    from callbacks.lightning_checkpoint import EpochCheckpoint
     from datamodules.torch_data import ArraysDataModule, Part
-    from lightning_modules.classifier import EpochMetrics, ImageClassifier
-    from lightning_modules.training import NoProfiler
+    from lightning_modules import speedups
+    from lightning_modules.classifier import ImageClassifier
+    from lightning_modules.epoch_metrics import EpochMetrics
 
     logits, labels, loss = torch.randn(32, num_classes), torch.randint(0, num_classes, (32,)), torch.tensor(2.3)
-    mean, accuracy = _old_metrics(num_classes)
-    metrics = EpochMetrics()
-    module = ImageClassifier(torch.nn.Linear(2, num_classes), num_classes)
-    before = ImageClassifier(torch.nn.Linear(2, num_classes), num_classes)
-    before.__class__ = type("Before", (ImageClassifier,), {"__setattr__": pl.LightningModule.__setattr__})
-    checkpoints = [kind("/tmp", monitor="val/acc", mode="max") for kind in (ModelCheckpoint, EpochCheckpoint)]
+    module = ImageClassifier(torch.nn.Linear(2, num_classes))
+    stock = ImageClassifier(torch.nn.Linear(2, num_classes))
+    stock.__class__ = type("Stock", (ImageClassifier,), {"__setattr__": pl.LightningModule.__setattr__})
     net = torch.nn.Linear(8, 8)
     optimizer = torch.optim.Adam(net.parameters())
     net(torch.randn(2, 8)).sum().backward()
 
-    metrics_before = EpochMetrics()
-    metrics_before.__class__ = type("Before", (EpochMetrics,), {"__setattr__": Metric.__setattr__})
+    class NoProfiler(PassThroughProfiler):  # one shared null context for every profiler call (dropped)
+        def profile(self, action_name: str):
+            return null
+
+    null = contextlib.nullcontext()
+
+    class CachedKey(ModelCheckpoint):  # the state_key computed once (dropped)
+        state_key = functools.cached_property(ModelCheckpoint.state_key.fget)
+
+    checkpoints = [kind("/tmp", monitor="val/acc", mode="max") for kind in (ModelCheckpoint, CachedKey)]
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+
+    metrics = EpochMetrics()
+    plain_counters = EpochMetrics()  # the metric's two counters as plain attributes (dropped)
+    plain_counters.__class__ = type("Plain", (speedups.PlainAttributes, EpochMetrics),
+                                    {"_plain": ("_computed", "_update_count")})
     batch, cpu = (torch.zeros(32, 28, 28, 1, dtype=torch.uint8), labels, Part(0, 32)), torch.device("cpu")
     data = ArraysDataModule(None, 32)
-    profilers = PassThroughProfiler(), NoProfiler()
+
+    def pass_through():  # a batch already on the device returned as it is (dropped)
+        return batch if all(t.device == cpu for t in batch[:2]) else data.transfer_batch_to_device(batch, cpu, 0)
 
     def profiled(profiler):
         def call():
@@ -239,29 +219,105 @@ def micro(num_classes: int, rounds: int, calls: int = 2000) -> None:
                 optimizer.step()
         return step
 
-    pairs = {
-        "training metrics update (MeanMetric + MulticlassAccuracy -> EpochMetrics)": (
-            lambda: (mean.update(loss, 32), accuracy.update(logits, labels)),
-            lambda: metrics.update(loss, logits, labels)),
-        "module._current_fx_name = ... (Module.__setattr__ -> the fast path)": (
-            lambda: setattr(before, "_current_fx_name", "training_step"),
-            lambda: setattr(module, "_current_fx_name", "training_step")),
-        "Adam step of a tiny net (GPU probe -> CUDA_VISIBLE_DEVICES empty)": (probe(True), probe(False)),
-        "a checkpoint callback's state_key, read for every hook call (ModelCheckpoint -> EpochCheckpoint)": (
-            lambda: checkpoints[0].state_key, lambda: checkpoints[1].state_key),
-        "the training metrics update's wrapper (Metric.__setattr__ -> plain attributes for its two counters)": (
-            lambda: metrics_before.update(loss, logits, labels), lambda: metrics.update(loss, logits, labels)),
-        "a batch already on the device, to the device (Lightning's default -> the data module's pass-through)": (
-            lambda: pl.LightningDataModule.transfer_batch_to_device(data, batch, cpu, 0),
-            lambda: data.transfer_batch_to_device(batch, cpu, 0)),
-        "one of Lightning's profiler calls (PassThroughProfiler -> NoProfiler)": (
-            profiled(profilers[0]), profiled(profilers[1])),
+    return {
+        "PlainAttributes: module._current_fx_name = ... without Module.__setattr__": (
+            lambda: setattr(stock, "_current_fx_name", "training_step"),
+            lambda: setattr(module, "_current_fx_name", "training_step"), 44),
+        "(dropped) NoProfiler: one of Lightning's profiler calls, a shared null context": (
+            profiled(PassThroughProfiler()), profiled(NoProfiler()), 47),
+        "stop_probing_for_gpus: an Adam step of a tiny net without the GPU probe": (probe(True), probe(False), 1),
+        "(dropped) a checkpoint's state_key computed once, read at every hook call": (
+            lambda: checkpoints[0].state_key, lambda: checkpoints[1].state_key, 12),
+        "(dropped) ModelCheckpoint's per-step save check skipped": (
+            lambda: checkpoints[0].on_train_batch_end(trainer, module, None, batch, 0), lambda: None, 2),
+        "(dropped) the metric's two counters as plain attributes, in its update": (
+            lambda: metrics.update(loss, logits, labels), lambda: plain_counters.update(loss, logits, labels), 1),
+        "(dropped) a batch already on the device passed through transfer_batch_to_device": (
+            lambda: data.transfer_batch_to_device(batch, cpu, 0), pass_through, 1),
+        "(fairness, kept) EpochMetrics' update against MeanMetric + MulticlassAccuracy": (
+            _torchmetrics_update(num_classes, loss, logits, labels), lambda: metrics.update(loss, logits, labels), 1),
     }
-    print("each change alone, CPU microseconds per call (median of rounds):")
-    for what, (old, new) in pairs.items():
-        times = [[timeit.Timer(f, timer=time.thread_time).timeit(calls) / calls * 1e6 for f in (old, new)]
+
+
+def _torchmetrics_update(num_classes: int, loss, logits, labels):
+    mean, accuracy = _old_metrics(num_classes)
+    return lambda: (mean.update(loss, 32), accuracy.update(logits, labels))
+
+
+def tiny_step_costs(rounds: int, steps: int = 400) -> None:
+    """The departures that act inside Lightning's loop, each alone: the CPU time of a steady step of a one-layer
+    module in a bare Trainer, stock and with the departure, median of rounds: log_step (no self.log of the step's
+    loss) and (dropped) the progress bar redrawn at most every 0.2 s (run it in a terminal: rich draws nothing
+    elsewhere)."""
+    import pytorch_lightning as pl
+    import torch
+    from torch.nn import functional as F
+
+    from callbacks.lightning_progress import RunningMetricsBar
+    from lightning_modules import speedups
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net, self.times = torch.nn.Linear(8, 4), []
+
+        def training_step(self, batch, batch_idx):
+            self.times.append(time.thread_time())
+            loss = F.cross_entropy(self.net(batch[0]), batch[1])
+            speedups.log_step(self, loss.detach())
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    class Batches:  # one iterable of batches (a list would be read as a list of dataloaders)
+        batch = torch.randn(4, 8), torch.randint(0, 4, (4,))
+
+        def __len__(self):
+            return steps
+
+        def __iter__(self):
+            return iter([self.batch] * steps)
+
+    batches = Batches()
+
+    class ThrottledBar(RunningMetricsBar):  # redrawn at most every 0.2 s, as tqdm and Keras' progbar are (dropped)
+        def __init__(self):
+            super().__init__()
+            self.last_draw = 0.0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            now = time.monotonic()
+            if batch_idx + 1 == self.total_train_batches or now - self.last_draw >= 0.2:
+                self.last_draw = now
+                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def step_ms(stock: bool, bar: bool) -> float:
+        module = Tiny()
+        bars = [RunningMetricsBar() if stock else ThrottledBar()] if bar else []
+        with speedups.stock() if stock and not bar else contextlib.nullcontext():
+            pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=bar,
+                       callbacks=bars, enable_model_summary=False, accelerator="cpu", devices=1).fit(module, batches)
+        return statistics.median(1000 * (b - a) for a, b in zip(module.times[50:], module.times[51:]))
+
+    for what, bar in (("log_step: a steady step with self.log of its loss and without", False),
+                      ("(dropped) a steady step with the progress bar redrawn every step and throttled", True)):
+        times = [(step_ms(True, bar), step_ms(False, bar)) for _ in range(rounds)]
+        before, after = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+        print(f"  {what}: {before * 1000:.2f} -> {after * 1000:.2f} us x 1 = {before - after:.3f} ms")
+
+
+def per_call(num_classes: int, rounds: int, calls: int = 2000) -> None:
+    """Each departure alone: CPU microseconds per call, stock and with it, median of rounds; ms saved a step."""
+    import timeit
+
+    print("each departure alone, CPU microseconds per call (median of rounds), and ms saved a step:")
+    for what, (stock, departed, per_step) in per_call_pairs(num_classes).items():
+        times = [[timeit.Timer(f, timer=time.thread_time).timeit(calls) / calls * 1e6 for f in (stock, departed)]
                  for _ in range(rounds)]
-        print(f"  {what}: {statistics.median(t[0] for t in times):.1f} -> {statistics.median(t[1] for t in times):.1f}")
+        before, after = statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+        print(f"  {what}: {before:.2f} -> {after:.2f} us x {per_step} = {(before - after) * per_step / 1000:.3f} ms")
+    tiny_step_costs(rounds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-images", type=int, default=16000, help="training images (default 16000)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds over the ways (default 4)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch's threads (default 1)")
+    parser.add_argument("--per-call-only", action="store_true", help="only the departures' costs per call")
     args = parser.parse_args(argv)
 
     from core import frameworks
@@ -289,7 +346,9 @@ def main(argv: list[str] | None = None) -> None:
                               "train_images": args.train_images, "profile": False})
     splits = load_splits(settings.dataset, settings.data_dir, settings.seed, settings.val_fraction,
                          train_images=settings.train_images)
-    micro(splits.num_classes, args.rounds)
+    per_call(splits.num_classes, args.rounds)
+    if args.per_call_only:
+        return
     results = interleaved_rounds(args.rounds, ["steps"], WAYS, lambda _, way: way(settings, splits),
                                  lambda r: f"wall {r['wall']:.2f} ms, cpu {r['cpu']:.2f} ms")["steps"]
     print(f"\n{settings.model}, batch 32, {settings.dataset}: median step {FIRST}-{LAST}, {args.threads} thread(s), "

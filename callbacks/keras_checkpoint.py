@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 from core.frameworks import keras
+from lab.records.checkpoint_files import LAST, last_file
 
-_PATTERN = re.compile(r"last-epoch=(\d+)\.keras$")
+_PATTERN = re.compile(rf"{LAST}-epoch=(\d+)\.keras$")
 
 
 class LastCheckpoint(keras.callbacks.Callback):
@@ -20,7 +21,7 @@ class LastCheckpoint(keras.callbacks.Callback):
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / ".saving.keras"
         self.model.save(tmp)
-        target = self.directory / f"last-epoch={epoch + 1:03d}.keras"
+        target = self.directory / last_file("keras", epoch + 1)
         os.replace(tmp, target)
         for old, _ in find_last(self.directory)[1:]:
             old.unlink(missing_ok=True)
@@ -29,7 +30,7 @@ class LastCheckpoint(keras.callbacks.Callback):
 def find_last(directory: str | Path) -> list[tuple[Path, int]]:
     """Saved last checkpoints, newest epoch first, as (path, epochs done)."""
     found = []
-    for path in Path(directory).glob("last-epoch=*.keras"):
+    for path in Path(directory).glob(f"{LAST}-epoch=*.keras"):
         match = _PATTERN.search(path.name)
         if match:
             found.append((path, int(match.group(1))))

@@ -13,7 +13,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lab.specs.phases import Phase, phase_at, trains_block
 
 if TYPE_CHECKING:
-    from lightning_modules.components.backbones import TransferNet
+    from lightning_modules.components.backbones import TransferParts
 
 
 class PhaseFinetuning(BaseFinetuning):
@@ -21,10 +21,10 @@ class PhaseFinetuning(BaseFinetuning):
     rate and the optimizer state starts afresh (as Keras' recompile does). on_phase_end(index, trainer) is
     called when a phase other than the last has trained its epochs."""
 
-    def __init__(self, tnet: TransferNet, phases: list[Phase], epochs_done: int = 0,
+    def __init__(self, parts: TransferParts, phases: list[Phase], epochs_done: int = 0,
                  on_phase_end: Callable[[int, pl.Trainer], None] | None = None):
         super().__init__()
-        self.tnet, self.phases, self.epochs_done = tnet, phases, epochs_done
+        self.parts, self.phases, self.epochs_done = parts, phases, epochs_done
         self.on_phase_end = on_phase_end
 
     def freeze_before_training(self, pl_module) -> None:
@@ -34,9 +34,9 @@ class PhaseFinetuning(BaseFinetuning):
     def set_phase(self, phase: Phase) -> list[nn.Module]:
         """Freeze or unfreeze each block for `phase`; returns the modules that train in it."""
         training = []
-        for index, block in enumerate(self.tnet.blocks):
+        for index, block in enumerate(self.parts.blocks):
             self.freeze(block, train_bn=False)
-            if trains_block(phase, index, len(self.tnet.blocks)):
+            if trains_block(phase, index, len(self.parts.blocks)):
                 training += _trainable_modules(block, with_norms=phase.trainable_blocks is None)
         self.make_trainable(training)
         return training

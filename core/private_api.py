@@ -36,18 +36,13 @@ PRIVATE_NAMES: dict[str, tuple[Private, ...]] = {
         Private("pytorch_lightning.core.module.LightningModule._current_fx_name",
                 ("lightning_modules/classifier.py", "bench/step_cost.py"),
                 "set around every hook Lightning calls; ImageClassifier stores it past nn.Module.__setattr__"),
-        Private("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint._every_n_train_steps",
-                ("callbacks/lightning_checkpoint.py",),
-                "EpochCheckpoint runs ModelCheckpoint's per-step hook only when a per-step trigger is set"),
-        Private("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint._train_time_interval",
-                ("callbacks/lightning_checkpoint.py",), "the other per-step trigger, as above"),
         Private("pytorch_lightning.strategies.ddp.DDPStrategy._setup_model", ("lightning_modules/distributed.py",),
                 "overridden: channels-last weights, and frozen parameters registered, before DDP wraps the model"),
     ),
     "torchmetrics": (
-        Private("torchmetrics.metric.Metric._computed", ("lightning_modules/classifier.py",),
-                "set by the update wrapper at every update; EpochMetrics stores it past nn.Module.__setattr__"),
-        Private("torchmetrics.metric.Metric._update_count", ("lightning_modules/classifier.py",), "as _computed"),
+        Private("torchmetrics.metric.Metric._computed", ("bench/step_cost.py",),
+                "set by the update wrapper at every update; step_cost times storing it past nn.Module.__setattr__"),
+        Private("torchmetrics.metric.Metric._update_count", ("bench/step_cost.py",), "as _computed"),
     ),
     "torch": (
         Private("torch.nn.Module._compiled_call_impl", ("lightning_modules/compiling.py",),
@@ -66,7 +61,7 @@ PRIVATE_NAMES: dict[str, tuple[Private, ...]] = {
                 "off again for --compile; it has no public name"),
     ),
     "keras": (
-        Private("keras.src.backend.config.keras_home", ("keras_models/backbones.py",),
+        Private("keras.src.backend.config.keras_home", ("keras_models/components/backbones.py",),
                 "Keras' cache folder, named when ImageNet weights cannot be downloaded"),
     ),
     "keras-tuner": (

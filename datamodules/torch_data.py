@@ -25,7 +25,10 @@ class Part(NamedTuple):
 
 class TrainBatches:
     """One epoch's training batches: this replica's slice of each global batch (datamodules.batching), as
-    (uint8 images N x H x W x C, int64 labels, Part). epoch_fn tells which epoch's order to serve."""
+    (uint8 images N x H x W x C, int64 labels, Part). epoch_fn tells which epoch's order to serve.
+
+    Not a DataLoader, for a fair comparison: the same global batches, in the same order, as Keras trains on
+    (datamodules.tf_data), on any number of devices; a DataLoader's sampler would shuffle and split otherwise."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
                  epoch_fn: Callable[[], int], rank: int = 0, world: int = 1):
@@ -67,7 +70,9 @@ def to_tensors(part: ImageSet, device: torch.device | str = "cpu") -> tuple[torc
 
 
 class ArraysDataModule(pl.LightningDataModule):
-    """Serves DataSplits to a Lightning Trainer; the tensors move to the training device once."""
+    """Serves DataSplits' training and validation sets to a Lightning Trainer; the tensors move to the training
+    device once. No test_dataloader: the test set is scored outside trainer.test, by the backend's predict_logits
+    and the shared layer's one softmax (lab.reports.metrics), as on Keras."""
 
     def __init__(self, splits: DataSplits, batch_size: int, seed: int = 0, eval_batch_size: int = EVAL_BATCH_SIZE):
         super().__init__()
@@ -85,7 +90,7 @@ class ArraysDataModule(pl.LightningDataModule):
     def _world(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> TrainBatches:
         rank, world = self._world()
         epoch_fn = (lambda: self.trainer.current_epoch) if self.trainer else (lambda: 0)
         return TrainBatches(*self._part("train"), self.batch_size, self.seed, epoch_fn, rank, world)
@@ -93,13 +98,3 @@ class ArraysDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> TensorBatches:
         rank, world = self._world()
         return TensorBatches(*self._part("val"), self.eval_batch_size, rank, world)
-
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # The batches are indexed out of tensors already on the training device: Lightning's default walk through
-        # the batch's collections, every step, would find nothing to move.
-        if all(t.device == device for t in batch[:2]):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self._part("test"), self.eval_batch_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,31 +20,35 @@ from core.frameworks import keras, tf
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
-from keras_models.augment import apply_numpy, build_augment
-from keras_models.backbones import TransferModel, build_transfer_model, set_trainable, transfer_parts
-from keras_models.network import build_model, count_params
+from keras_models.compiling import check_xla, compile_model
+from keras_models.components.augment import apply_numpy, build_augment
+from keras_models.components.backbones import TransferParts, build_transfer, set_trainable, transfer_parts
+from keras_models.components.network import build_network, count_params
 from keras_models.profiling import measure
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
 from lab.config.launch import Launch, detect
 from lab.progress import progress_mode
+from lab.records.checkpoint_files import best_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
 from lab.run.backend import Trained, phase_stats, trained
 from lab.specs.models import model_spec
+from lab.specs.optimizer import OptimizerSpec
 from lab.specs.phases import Phase, TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import head_status, resolve_weights
-from lab.specs.zoo import BACKBONES, is_backbone
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 POLICIES = {"32": "float32", "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
-BEST_FILE = "best.keras"
 
 
 class KerasBackend:
     name = "keras"
 
-    def plan_devices(self, settings) -> DevicePlan:
+    def plan_devices(self, settings: ExperimentSettings) -> DevicePlan:
         _refuse_multi_worker(settings)
         gpus = tf.config.list_physical_devices("GPU")
         plan = plan_devices(settings, len(gpus), launch=Launch(None))
@@ -57,8 +62,8 @@ class KerasBackend:
         """Always: a Keras run is one process (MirroredStrategy drives every device of it)."""
         return True
 
-    def train(self, settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
-              patience: int | None = None) -> Trained:
+    def train(self, settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan: DevicePlan,
+              resume: bool = False, patience: int | None = None) -> Trained:
         return train(settings, splits, run_dir, plan, resume, patience)
 
     def log_extras(self, run_dir: Path, step: int, images: dict[str, np.ndarray], hparams: dict,
@@ -78,22 +83,6 @@ class KerasBackend:
 BACKEND = KerasBackend()
 
 
-def compile_model(model: keras.Model, optimizer: str, lr: float, xla: bool = False) -> keras.Model:
-    """Keras' compile; xla (--compile) is jit_compile, given always: Keras' "auto" would use XLA on a GPU only."""
-    opt = keras.optimizers.SGD(lr, momentum=0.9) if optimizer == "sgd" else keras.optimizers.Adam(lr)
-    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")], jit_compile=xla)
-    return _check_xla(model, xla)
-
-
-def _check_xla(model: keras.Model, xla: bool) -> keras.Model:
-    """Keras turns jit_compile off, with a warning only, where XLA cannot run the model: refuse instead."""
-    if xla and not model.jit_compile:
-        raise LabError("--compile cannot compile this model with XLA here (Keras turned jit_compile off: a layer "
-                       "without XLA support, or a Mac's GPU); drop --compile.")
-    return model
-
-
 def _op_determinism(on: bool) -> None:
     """Deterministic ops on the CPU; off for --compile, as Keras runs no XLA under them."""
     from tensorflow.python.framework import config
@@ -104,14 +93,15 @@ def _op_determinism(on: bool) -> None:
         config.disable_op_determinism()
 
 
-def build_compiled(settings, splits: DataSplits) -> keras.Model:
+def build_model(settings: ExperimentSettings, splits: DataSplits) -> keras.Model:
+    """The trainable model of a plain run: the network of the run's spec, compiled."""
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
-    model = build_model(spec, splits.input_shape, splits.mean, splits.std, name=settings.model,
-                        sync_batchnorm=settings.sync_batchnorm)
-    return compile_model(model, settings.optimizer, settings.lr, settings.compile)
+    model = build_network(spec, splits.input_shape, splits.mean, splits.std, name=settings.model,
+                          sync_batchnorm=settings.sync_batchnorm)
+    return compile_model(model, OptimizerSpec.from_settings(settings), settings.compile)
 
 
-def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
+def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool = False,
           patience: int | None = None, callbacks: tuple = ()) -> Trained:
     """Backend.train; `callbacks` are added to every fit's (tests observe training with them)."""
     keras.backend.clear_session()  # drop the graphs of earlier runs in this process (run_lab, searches)
@@ -121,7 +111,8 @@ def train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume:
         return _train(settings, splits, run_dir, plan, resume, [*callbacks, *_early_stopping(patience)])
 
 
-def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool, extra: list) -> Trained:
+def _train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume: bool,
+           extra: list) -> Trained:
     record = RunRecord(run_dir, len(splits.train))
     log = TransferLog(run_dir) if is_transfer(settings) else None
     model, parts, done = _model(settings, splits, run_dir, resume, log)
@@ -129,7 +120,7 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
     model.summary()
     if settings.save_augmented:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
-    writer = tf.summary.create_file_writer(str(run_dir))
+    summary_writer = tf.summary.create_file_writer(str(run_dir))
     phases = plan_phases(settings, len(parts.blocks) if parts else 0)
     clock = StepClock(gpu=plan.num_gpus > 0) if settings.profile and plan.world_size == 1 else None
     extra = [*extra, clock] if clock else extra
@@ -138,60 +129,60 @@ def _train(settings, splits: DataSplits, run_dir: Path, plan: DevicePlan, resume
             continue
         if parts is not None and not phase.start < done:  # a transfer phase starting now, not resumed inside it
             set_trainable(parts, phase)
-            compile_model(model, settings.optimizer, phase.lr, settings.compile)
+            compile_model(model, OptimizerSpec.from_settings(settings, lr=phase.lr), settings.compile)
         _fit(model, settings, splits, phase, max(done, phase.start), plan.world_size,
-             _callbacks(record, writer, run_dir / CHECKPOINTS_DIR, phase, phases[-1].end) + extra)
+             _callbacks(record, summary_writer, run_dir / CHECKPOINTS_DIR, phase, phases[-1].end) + extra)
         if log is not None and index < len(phases) - 1:
-            log.finish_phase(index, phase_stats(count_params(model), _predict(model, splits), splits.test.labels))
-    tested = _best_model(run_dir) if settings.test_weights == "best" else model
+            log.finish_phase(index, phase_stats(count_params(model), predict_logits(model, splits.test.images),
+                                                splits.test.labels))
+    tested = best_model(run_dir) if settings.test_weights == "best" else model
     profile = measure(model, lambda: _pipeline(settings, splits, 0, 1), clock, plan.num_gpus > 0) if clock else None
-    return trained(_predict(tested, splits), splits.test.labels, count_params(model), record, plan.describe(),
-                   plan.batches(settings.batch_size), settings.test_weights, log, phases, profile)
+    return trained(predict_logits(tested, splits.test.images), splits.test.labels, count_params(model), record,
+                   plan.describe(), plan.batches(settings.batch_size), settings.test_weights, log, phases, profile)
 
 
-def _best_model(run_dir: Path) -> keras.Model:
-    """The model of the best checkpoint, for --test-weights best."""
-    return keras.models.load_model(best_checkpoint(run_dir, BEST_FILE), safe_mode=True)
+def best_model(run_dir: Path) -> keras.Model:
+    """The model of the run's best checkpoint, for --test-weights best."""
+    return keras.models.load_model(best_checkpoint(run_dir, best_file("keras")), safe_mode=True)
 
 
 def _early_stopping(patience: int | None) -> list:
     return [] if patience is None else [keras.callbacks.EarlyStopping(monitor="val_acc", mode="max", patience=patience)]
 
 
-def _model(settings, splits: DataSplits, run_dir: Path, resume: bool,
-           log: TransferLog | None) -> tuple[keras.Model, TransferModel | None, int]:
+def _model(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, resume: bool,
+           log: TransferLog | None) -> tuple[keras.Model, TransferParts | None, int]:
     """(model, its transfer blocks and head or None, epochs done): a resumed run's last checkpoint (weights,
     trainable flags and optimizer of its phase), else a new model with its initial weights."""
     saved = find_last(run_dir / CHECKPOINTS_DIR) if resume else []
     if saved:
         model = keras.models.load_model(saved[0][0], safe_mode=True)
         model.jit_compile = settings.compile  # a checkpoint holds its own; the run's settings decide
-        _check_xla(model, settings.compile)
+        check_xla(model, settings.compile)
         return model, transfer_parts(model, settings, splits) if log is not None else None, saved[0][1]
     if log is None:
-        return build_compiled(settings, splits), None, 0
-    parts = _new_transfer_model(settings, splits, log)
-    return parts.model, parts, 0
+        return build_model(settings, splits), None, 0
+    parts = _new_transfer(settings, splits, log)
+    return parts.net, parts, 0
 
 
-def _new_transfer_model(settings, splits: DataSplits, log: TransferLog) -> TransferModel:
+def _new_transfer(settings: ExperimentSettings, splits: DataSplits, log: TransferLog) -> TransferParts:
     source = resolve_weights(settings.weights, "keras", settings.model)
-    parts = build_transfer_model(settings, splits, zoo_weights(source, settings.model))
+    parts = build_transfer(settings, splits, zoo_weights(source, settings.model))
     if source.format == "keras":
         head = load_checkpoint(parts, source.path, splits.class_names)
     else:  # none, or imagenet / an .h5 file that went into the backbone only
         head = head_status(None, splits.class_names)
-    backbone = BACKBONES[settings.model].keras if is_backbone(settings.model) else settings.model
-    log.set_details(transfer_details(settings, source, backbone, len(parts.blocks), head))
+    log.set_details(transfer_details(settings, source, parts.zoo_name or settings.model, len(parts.blocks), head))
     return parts
 
 
-def _pipeline(settings, splits: DataSplits, first: int, end: int, replicas: int = 1):
+def _pipeline(settings: ExperimentSettings, splits: DataSplits, first: int, end: int, replicas: int = 1):
     return train_dataset(splits.train, settings.batch_size, settings.seed, first, end,
                          augment=build_augment(settings, splits.input_shape[:2]), replicas=replicas)
 
 
-def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: int, replicas: int,
+def _fit(model: keras.Model, settings: ExperimentSettings, splits: DataSplits, phase: Phase, first: int, replicas: int,
          callbacks: list) -> None:
     model.fit(
         _pipeline(settings, splits, first, phase.end, replicas),
@@ -202,18 +193,18 @@ def _fit(model: keras.Model, settings, splits: DataSplits, phase: Phase, first: 
     )
 
 
-def _predict(model: keras.Model, splits: DataSplits) -> np.ndarray:
-    return model.predict(splits.test.images, batch_size=EVAL_BATCH_SIZE, verbose=0)
+def predict_logits(model: keras.Model, images: np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    return model.predict(images, batch_size=batch_size, verbose=0)
 
 
-def _callbacks(record: RunRecord, writer, checkpoints: Path, phase: Phase,
+def _callbacks(record: RunRecord, summary_writer, checkpoints: Path, phase: Phase,
                epochs: int) -> list[keras.callbacks.Callback]:
     """A phase's callbacks. Its best checkpoint replaces the earlier phases' (each phase's starts afresh), so
     that of a transfer run holds the best epoch of its last phase, as callbacks.lightning_checkpoint's."""
     best_so_far = max((row["val/acc"] for row in record.history if row["epoch"] > phase.start), default=None)
     return [
-        KerasRecorder(record, writer, epochs),  # before the checkpoints, so a saved epoch is always recorded
-        keras.callbacks.ModelCheckpoint(checkpoints / BEST_FILE, monitor="val_acc", mode="max",
+        KerasRecorder(record, summary_writer, epochs),  # before the checkpoints, so a saved epoch is always recorded
+        keras.callbacks.ModelCheckpoint(checkpoints / best_file("keras"), monitor="val_acc", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         LastCheckpoint(checkpoints),
     ]
@@ -245,7 +236,7 @@ def _configure_cpus(count: int) -> None:
                        f"process with {have}; run the command in a new process.")
 
 
-def _refuse_multi_worker(settings) -> None:
+def _refuse_multi_worker(settings: ExperimentSettings) -> None:
     """Keras 3's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, tensorflow/tensorflow#72388)."""
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     workers = sum(len(tasks) for tasks in config.get("cluster", {}).values())

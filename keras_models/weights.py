@@ -7,8 +7,8 @@ from pathlib import Path
 
 from core.errors import LabError, one_line
 from core.frameworks import keras
-from keras_models import backbones  # noqa: F401  registers ZooPreprocess, which zoo checkpoints hold
-from keras_models.backbones import TransferModel
+from keras_models.components import backbones  # noqa: F401  registers ZooPreprocess, which zoo checkpoints hold
+from keras_models.components.backbones import TransferParts
 from lab.specs.weight_sources import WeightsSource, head_status, keeps_head, mismatch_sentence
 from lab.specs.zoo import is_backbone
 
@@ -23,8 +23,8 @@ def zoo_weights(source: WeightsSource, model: str) -> str | None:
     return str(source.path) if source.format == "hdf5" else None
 
 
-def load_checkpoint(parts: TransferModel, path: Path, class_names) -> str:
-    """Copy a .keras checkpoint's weights into parts.model; returns what became of the head."""
+def load_checkpoint(parts: TransferParts, path: Path, class_names) -> str:
+    """Copy a .keras checkpoint's weights into parts.net; returns what became of the head."""
     try:
         saved = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # noqa: BLE001  Keras raises many kinds for a file it cannot read
@@ -32,7 +32,7 @@ def load_checkpoint(parts: TransferModel, path: Path, class_names) -> str:
         raise LabError(f"--weights {path} does not load as a Keras model ({why}); give the .keras checkpoint "
                        "of a Keras run.") from None
     saved_head = [layer for layer in saved.layers if isinstance(layer, keras.layers.Dense)]
-    ours, theirs = _body(parts.model, parts.head), _body(saved, saved_head[-1] if saved_head else None)
+    ours, theirs = _body(parts.net, parts.head), _body(saved, saved_head[-1] if saved_head else None)
     wrong = [(t.path, tuple(t.shape), tuple(o.shape)) for o, t in zip(ours, theirs) if tuple(o.shape) != tuple(t.shape)]
     if len(ours) != len(theirs) or wrong:
         missing = [w.path for w in ours[len(theirs):]]

@@ -1,5 +1,6 @@
-"""--compile on Lightning: torch.compile of the network, in place (nn.Module.compile), so that its state dict
-keeps the keys of an eager network and checkpoints go both ways between compiled and eager runs.
+"""The optimizer (lab.specs.optimizer), and --compile on Lightning: torch.compile of the network, in place
+(nn.Module.compile), so that its state dict keeps the keys of an eager network and checkpoints go both ways
+between compiled and eager runs.
 
 A network compiled the other way, `torch.compile(net)`, holds its weights under `_orig_mod.`; checkpoints and
 weight files written so are read with that prefix dropped (`eager_keys`).
@@ -12,12 +13,20 @@ from __future__ import annotations
 import os
 import shutil
 
+import torch
 from torch import nn
 
 from core.errors import LabError
+from lab.specs.optimizer import OptimizerSpec
 
 BACKEND_ENV = "LAB_TORCH_COMPILE_BACKEND"
 COMPILED_PREFIX = "_orig_mod."
+
+
+def build_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
+    if spec.name == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.sgd_momentum)
+    return torch.optim.Adam(params, lr=spec.lr, eps=spec.adam_epsilon)
 
 
 def compile_backend() -> str:

@@ -14,16 +14,16 @@ from core.errors import LabError, one_line
 from core.io import download_timeout
 from lab.specs.weight_sources import WeightsSource, head_status, keeps_head, mismatch_sentence
 from lightning_modules.compiling import eager_keys
-from lightning_modules.components.backbones import ZOO_CLASSIFIER, BackboneNet, TransferNet
+from lightning_modules.components.backbones import ZOO_CLASSIFIER, BackboneNet, TransferParts
 
 
-def load_initial_weights(tnet: TransferNet, source: WeightsSource, class_names) -> str:
-    """Load the weights into tnet.net; returns what became of the head (lab.specs.phases.head_status)."""
+def load_initial_weights(parts: TransferParts, source: WeightsSource, class_names) -> str:
+    """Load the weights into parts.net; returns what became of the head (lab.specs.phases.head_status)."""
     if source.kind == "none":
         return head_status(None, class_names)
-    path = imagenet_file(tnet.zoo_name) if source.kind == "imagenet" else source.path
-    state = _network_state(read_state(path), tnet)
-    return _load(tnet, state, path, class_names)
+    path = imagenet_file(parts.zoo_name) if source.kind == "imagenet" else source.path
+    state = _network_state(read_state(path), parts)
+    return _load(parts, state, path, class_names)
 
 
 def imagenet_file(name: str) -> Path:
@@ -60,17 +60,17 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _network_state(state: dict, tnet: TransferNet) -> dict:
+def _network_state(state: dict, parts: TransferParts) -> dict:
     """A torchvision state dict becomes the backbone part of a BackboneNet's, its classifier dropped."""
-    if not isinstance(tnet.net, BackboneNet) or any(k.startswith(("backbone.", "head.")) for k in state):
+    if not isinstance(parts.net, BackboneNet) or any(k.startswith(("backbone.", "head.")) for k in state):
         return state
-    classifier = ZOO_CLASSIFIER[tnet.zoo_name] + "."
+    classifier = ZOO_CLASSIFIER[parts.zoo_name] + "."
     return {f"backbone.{k}": v for k, v in state.items() if not k.startswith(classifier)}
 
 
-def _load(tnet: TransferNet, state: dict, path: Path, class_names) -> str:
-    target = tnet.net.state_dict()
-    head = _prefix(tnet.net, tnet.head)
+def _load(parts: TransferParts, state: dict, path: Path, class_names) -> str:
+    target = parts.net.state_dict()
+    head = _prefix(parts.net, parts.head)
     body = {k for k in target if not k.startswith(head)}
     given = {k for k in state if not k.startswith(head)}
     wrong = [(k, tuple(state[k].shape), tuple(target[k].shape)) for k in sorted(body & given)
@@ -81,7 +81,7 @@ def _load(tnet: TransferNet, state: dict, path: Path, class_names) -> str:
     fits = keeps_head(path, class_names, set(source_head) == {k for k in target if k.startswith(head)} and all(
         v.shape == target[k].shape for k, v in source_head.items()))
     merged = {**target, **{k: state[k] for k in body}, **(source_head if fits else {})}
-    tnet.net.load_state_dict(merged, strict=True)
+    parts.net.load_state_dict(merged, strict=True)
     classes = source_head.get(head + "weight")
     return head_status(None if classes is None else len(classes), class_names, fits, path)
 

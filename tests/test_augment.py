@@ -11,9 +11,9 @@ from lab.config.settings import make_settings
 from lab.specs import augmentation as A
 from lightning_modules.components import augment as torch_augment
 from lightning_modules.components import count_params
-from lightning_modules.training import build_module
+from lightning_modules.training import build_model
 
-keras_augment = pytest.importorskip("keras_models.augment")
+keras_augment = pytest.importorskip("keras_models.components.augment")
 from datamodules.tf_data import eval_dataset, train_dataset  # noqa: E402
 
 BACKENDS = {"lightning": torch_augment, "keras": keras_augment}
@@ -176,7 +176,7 @@ def test_both_backends_augment_a_training_batch_alike():
 
 def test_lightning_augments_in_training_steps_only_and_adds_no_parameters():
     splits = _rgb_splits(n=64)
-    plain, augmented = build_module(_settings(), splits), build_module(_settings(), splits, _Spy())
+    plain, augmented = build_model(_settings(), splits), build_model(_settings(), splits, _Spy())
     assert count_params(plain.net) == count_params(augmented.net)
     assert set(plain.state_dict()) == set(augmented.state_dict())
     batch = (torch.from_numpy(splits.train.images[:8]), torch.from_numpy(splits.train.labels[:8]))
@@ -246,8 +246,8 @@ def test_save_augmented_grid_is_linked_from_the_report(backend, tmp_path):
 
 @pytest.mark.parametrize("width, depth, dense", [(32, 3, 128), (16, 3, 64), (8, 2, 32)])
 def test_cifar_cnn_has_equal_parameter_counts_on_rgb_images(width, depth, dense):
-    from keras_models.network import build_model
-    from keras_models.network import count_params as keras_params
+    from keras_models.components.network import build_network as keras_network
+    from keras_models.components.network import count_params as keras_params
     from lab.specs.architectures import infer
     from lab.specs.models import model_spec
     from lightning_modules.components import build_network
@@ -256,7 +256,7 @@ def test_cifar_cnn_has_equal_parameter_counts_on_rgb_images(width, depth, dense)
     spec = model_spec(settings, (32, 32, 3), 10)
     expected = infer(spec, (32, 32, 3))[1]
     assert count_params(build_network(spec, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)) == expected
-    assert keras_params(build_model(spec, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)) == expected
+    assert keras_params(keras_network(spec, (32, 32, 3), (0.5,) * 3, (0.25,) * 3)) == expected
     # BatchNorm's moving mean and variance: two convolutions per block, then the dense head
     assert expected.non_trainable == 2 * (2 * sum(width * 2 ** b for b in range(depth)) + dense)
 

@@ -36,10 +36,10 @@ def _lightning_losses(settings, splits, compiled: bool) -> list[float]:
     from torch.nn import functional as F
 
     from lightning_modules.compiling import compile_network
-    from lightning_modules.training import build_module
+    from lightning_modules.training import build_model
 
     pl.seed_everything(settings.seed, verbose=False)
-    module = build_module(settings, splits)
+    module = build_model(settings, splits)
     if compiled:
         compile_network(module.net)
     opt = module.configure_optimizers()
@@ -57,10 +57,10 @@ def _lightning_losses(settings, splits, compiled: bool) -> list[float]:
 
 def _keras_losses(settings, splits) -> list[float]:
     from core.frameworks import keras
-    from keras_models.training import build_compiled
+    from keras_models.training import build_model
 
     keras.utils.set_random_seed(settings.seed)
-    model = build_compiled(settings, splits)
+    model = build_model(settings, splits)
     n = settings.batch_size
     return [float(model.train_on_batch(splits.train.images[s:s + n], splits.train.labels[s:s + n])[0])
             for s in (0, n)]
@@ -99,11 +99,11 @@ def test_compile_without_a_cpp_compiler_is_refused_in_one_sentence(tmp_path, mon
 
 def test_xla_that_keras_would_switch_off_is_refused(digits):
     from core.errors import LabError
-    from keras_models.training import _op_determinism, build_compiled
+    from keras_models.training import _op_determinism, build_model
 
     _op_determinism(True)  # Keras runs no XLA under deterministic ops, and would only warn
     with pytest.raises(LabError, match="--compile cannot compile this model with XLA"):
-        build_compiled(make_settings({"dataset": "digits", "compile": True}), digits)
+        build_model(make_settings({"dataset": "digits", "compile": True}), digits)
 
 
 def test_state_dicts_go_between_compiled_and_eager_networks(digits, tmp_path):
@@ -111,19 +111,19 @@ def test_state_dicts_go_between_compiled_and_eager_networks(digits, tmp_path):
 
     from lightning_modules.classifier import ImageClassifier
     from lightning_modules.compiling import compile_network, is_compiled
-    from lightning_modules.training import build_module
+    from lightning_modules.training import build_model
     from lightning_modules.weights import read_state
 
     settings = make_settings({"dataset": "digits"})
-    compiled, eager = build_module(settings, digits), build_module(make_settings({"dataset": "digits", "seed": 1}),
+    compiled, eager = build_model(settings, digits), build_model(make_settings({"dataset": "digits", "seed": 1}),
                                                                    digits)
     compile_network(compiled.net)
     assert is_compiled(compiled.net) and not is_compiled(eager.net)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # in place: no _orig_mod. in the keys
     eager.load_state_dict(compiled.state_dict())
-    compiled.load_state_dict(build_module(settings, digits).state_dict())
+    compiled.load_state_dict(build_model(settings, digits).state_dict())
     # A network wrapped as torch.compile(net) (not compiled until called) writes its keys under _orig_mod.
-    wrapped = torch.compile(build_module(make_settings({"dataset": "digits", "seed": 2}), digits).net)
+    wrapped = torch.compile(build_model(make_settings({"dataset": "digits", "seed": 2}), digits).net)
     torch.save(wrapped.state_dict(), tmp_path / "wrapped.pth")
     assert all(key.startswith("_orig_mod.") for key in wrapped.state_dict())
     eager.net.load_state_dict(read_state(tmp_path / "wrapped.pth"))

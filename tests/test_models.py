@@ -10,9 +10,9 @@ from lab.specs.architectures import Conv, Dense, Flatten, infer
 from lab.specs.models import MODELS, model_spec
 from lightning_modules.components import build_network
 from lightning_modules.components import count_params as torch_params
-from lightning_modules.training import build_module
+from lightning_modules.training import build_model
 
-keras_network = pytest.importorskip("keras_models.network")
+keras_network = pytest.importorskip("keras_models.components.network")
 keras_training = pytest.importorskip("keras_models.training")
 
 SHAPES = [(28, 28, 1), (32, 32, 3), (8, 8, 1)]
@@ -30,7 +30,7 @@ def test_parameter_counts_match_across_backends(model, shape):
     spec = model_spec(settings, shape, 10)
     _, expected = infer(spec, shape)
     torch_count = torch_params(build_network(spec, shape, (0.5,) * shape[2], (0.25,) * shape[2]))
-    keras_model = keras_network.build_model(spec, shape, (0.5,) * shape[2], (0.25,) * shape[2])
+    keras_model = keras_network.build_network(spec, shape, (0.5,) * shape[2], (0.25,) * shape[2])
     keras_count = keras_network.count_params(keras_model)
     assert torch_count == expected == keras_count
     assert expected.trainable > 0
@@ -48,7 +48,7 @@ def test_same_padding_output_shapes_match(stride, kernel):
     spec = [Conv(4, kernel, stride, "same"), Flatten(), Dense(3)]
     shape = (9, 10, 1)
     net = build_network(spec, shape, (0.0,), (1.0,))
-    model = keras_network.build_model(spec, shape, (0.0,), (1.0,))
+    model = keras_network.build_network(spec, shape, (0.0,), (1.0,))
     x = np.random.default_rng(0).integers(0, 255, (2, *shape), dtype=np.uint8)
     assert net(torch.from_numpy(x)).shape == tuple(model(x).shape) == (2, 3)
 
@@ -57,7 +57,7 @@ def test_same_initialisation_scheme():
     """Glorot-uniform kernels (same bound on both sides) and zero biases."""
     spec = [Conv(32, 3), Flatten(), Dense(10)]
     net = build_network(spec, (28, 28, 1), (0.0,), (1.0,))
-    model = keras_network.build_model(spec, (28, 28, 1), (0.0,), (1.0,))
+    model = keras_network.build_network(spec, (28, 28, 1), (0.0,), (1.0,))
     torch_conv = net[1].weight.detach().numpy()
     keras_conv = next(w for w in model.weights if "conv" in w.path and "kernel" in w.path).numpy()
     bound = np.sqrt(6 / (9 * 1 + 9 * 32))
@@ -144,7 +144,7 @@ def test_softmax_applied_once_in_the_lightning_loss():
     from torch.nn import functional as F
 
     torch.manual_seed(0)
-    module = build_module(_settings("first_cnn"), _digits_shaped_splits()).eval()
+    module = build_model(_settings("first_cnn"), _digits_shaped_splits()).eval()
     last = [m for m in module.net.modules() if isinstance(m, torch.nn.Linear)][-1]
     seen = []
     last.register_forward_hook(lambda _module, _inputs, output: seen.append(output.detach().clone()))
@@ -170,7 +170,7 @@ def test_softmax_applied_once_in_the_keras_loss():
     from core.frameworks import keras
 
     keras.utils.set_random_seed(0)
-    model = keras_training.build_compiled(_settings("first_cnn"), _digits_shaped_splits())
+    model = keras_training.build_model(_settings("first_cnn"), _digits_shaped_splits())
     last = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
     logits_model = keras.Model(model.input, last.output)
     for seed in range(4):
@@ -191,3 +191,30 @@ def test_shared_test_metrics():
     wrong = labels[::-1].copy()
     assert accuracy(logits, wrong) == 0.0
     assert cross_entropy(logits, wrong) > 10
+
+
+def test_a_lightning_checkpoint_rebuilds_its_module_without_the_dataset(tmp_path):
+    """ImageClassifier's hyperparameters describe its network in plain types: load_from_checkpoint, with
+    torch.load's weights_only, rebuilds the same network; a zoo backbone's description is as plain."""
+    import pytorch_lightning as pl
+
+    from datamodules import load_splits
+    from datamodules.torch_data import ArraysDataModule
+    from lab.specs.networks import describe
+    from lightning_modules.classifier import ImageClassifier
+
+    settings, splits = make_settings({"dataset": "digits"}), load_splits("digits")
+    module = build_model(settings, splits)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, accelerator="cpu",
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=ArraysDataModule(splits, 32))
+    trainer.save_checkpoint(tmp_path / "module.ckpt")
+    loaded = ImageClassifier.load_from_checkpoint(tmp_path / "module.ckpt", map_location="cpu")
+    images = torch.from_numpy(splits.test.images[:16])
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(images), module.eval()(images))
+    assert loaded.hparams.network["class_names"] == list(splits.class_names)
+    zoo = describe(make_settings({"model": "mobilenet", "image_size": 32}), splits)
+    torch.save(zoo, tmp_path / "zoo.pt")
+    assert torch.load(tmp_path / "zoo.pt", weights_only=True) == zoo and zoo["zoo"] == "mobilenet"
+    assert ImageClassifier(zoo).net.head[-1].out_features == splits.num_classes

@@ -128,20 +128,20 @@ def test_image_size_resizes_the_fixed_size_datasets_for_project_models_and_not_f
 
 def test_a_backbone_on_images_resized_at_load_resizes_no_more():
     from datamodules.base import DataSplits, ImageSet
-    from keras_models.backbones import build_transfer_model
-    from lightning_modules.components.backbones import build_transfer_net
+    from keras_models.components.backbones import build_transfer as keras_transfer
+    from lightning_modules.components.backbones import build_transfer as lightning_transfer
 
     def splits(side):
         part = ImageSet(np.zeros((2, side, side, 3), np.uint8), np.arange(2))
         return DataSplits("fake", part, part, part, ("a", "b"), "memory", (0.5,) * 3, (0.25,) * 3)
 
     settings = make_settings({"dataset": "folder", "model": "mobilenet", "image_size": 32})
-    names = {side: [layer.name for layer in build_transfer_model(settings, splits(side), None).model.layers]
+    names = {side: [layer.name for layer in keras_transfer(settings, splits(side), None).net.layers]
              for side in (32, 40)}
     assert "resize" not in names[32] and "resize" in names[40]
     import torch
 
-    net = build_transfer_net(settings, splits(32)).net.eval()
+    net = lightning_transfer(settings, splits(32)).net.eval()
     seen = []
     net.backbone.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
     with torch.no_grad():

@@ -26,9 +26,8 @@ from lab.tuning.space import NAMES as SPACE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS_PARAMETERS = ("settings", "s", "base")
-# And the root scripts. To do: lightning_modules, keras_models and callbacks, which still take settings without a
-# type; they join this list once annotated.
-SCANNED = ("lab", "datamodules", "bench", "scripts")
+# And the root scripts.
+SCANNED = ("core", "lab", "datamodules", "lightning_modules", "keras_models", "callbacks", "bench", "scripts")
 
 
 # ------------------------------------------------------------------------------------------------------ the groups

@@ -9,6 +9,8 @@
 - Package level: with each module collapsed to its top-level package (lab/run/*.py = "lab"), no cycle either.
 - Module file names are unique, except the per-backend pairs (lightning_modules/.../x.py, keras_models/.../x.py)
   that mirror one shared concept.
+- The two backends mirror each other: every module of one has its counterpart at the same path in the other,
+  except the one-sided modules of ONE_SIDED, which ARCHITECTURE.md names.
 
 The checkers take a root folder, so the tests at the bottom run them on small synthetic trees and show
 that each check fails when it should.
@@ -26,6 +28,9 @@ BACKENDS = ("lightning_modules", "keras_models", "callbacks")
 SHARED = ("core", "lab", "datamodules")
 GROUND = "core"
 PAIRED = {"lightning_modules", "keras_models"}
+# Backend modules with no counterpart on the other side (ARCHITECTURE.md, Rooms, says what each holds).
+ONE_SIDED = {"lightning_modules/classifier.py", "lightning_modules/distributed.py",
+             "lightning_modules/epoch_metrics.py", "lightning_modules/speedups.py"}
 
 
 # --------------------------------------------------------------------------------------------------- the checkers
@@ -274,6 +279,17 @@ def duplicate_module_names(root: Path) -> dict[str, list[str]]:
     return duplicates
 
 
+def unpaired_backend_modules(root: Path, one_sided: set[str]) -> list[str]:
+    """Backend modules without a counterpart at the same path in the other backend, and not in one_sided; a
+    one_sided entry that has a counterpart, or no file, is reported too."""
+    sides = {package: {p.relative_to(root / package).as_posix() for p in (root / package).rglob("*.py")
+                       if "__pycache__" not in p.parts} for package in sorted(PAIRED)}
+    (a, mine), (b, theirs) = sides.items()
+    unpaired = sorted([f"{a}/{path}" for path in mine - theirs] + [f"{b}/{path}" for path in theirs - mine])
+    stale = sorted(one_sided - set(unpaired))
+    return [path for path in unpaired if path not in one_sided] + [f"{path} (listed as one-sided)" for path in stale]
+
+
 # --------------------------------------------------------------------------------------------- the project's tests
 
 def test_the_checker_sees_the_whole_project():
@@ -318,6 +334,13 @@ def test_module_names_are_unique_except_backend_pairs():
     duplicates = duplicate_module_names(ROOT)
     assert not duplicates, "module names used more than once: " + "; ".join(
         f"{stem}: {', '.join(paths)}" for stem, paths in duplicates.items())
+
+
+def test_the_backends_mirror_each_other():
+    unpaired = unpaired_backend_modules(ROOT, ONE_SIDED)
+    assert not unpaired, "backend modules without a counterpart: " + ", ".join(unpaired)
+    architecture = (ROOT / "ARCHITECTURE.md").read_text()
+    assert all(f"`{Path(path).name}`" in architecture for path in ONE_SIDED)
 
 
 # ------------------------------------------------------------------------- the checkers fail when they should
@@ -457,7 +480,7 @@ def test_duplicate_module_names_are_found(tmp_path):
     root = _tree(tmp_path, {
         "datamodules/__init__.py": "", "bench/__init__.py": "", "lab/__init__.py": "", "lab/run/__init__.py": "",
         "datamodules/cifar.py": "", "bench/cifar.py": "",  # a duplicate
-        "lightning_modules/components/network.py": "", "keras_models/network.py": "",  # a backend pair: allowed
+        "lightning_modules/components/network.py": "", "keras_models/components/network.py": "",  # a pair: allowed
         "lightning_modules/weights.py": "", "keras_models/weights.py": "", "lab/run/weights.py": "",  # three: not
         "keras_models/a/tuning.py": "", "keras_models/b/tuning.py": "",  # two on one side: not a pair
         "compare.py": "", "lab/run/compare.py": "",  # root scripts count
@@ -489,3 +512,19 @@ def test_a_cycle_between_top_level_packages_is_found_without_one_between_folders
     _tree(root, {"core/__init__.py": "", "core/errors.py": "class LabError(Exception): ...\n",
                  "datamodules/registry.py": "from core.errors import LabError\nDATASETS = ()\n"})
     assert find_cycles(package_graph(root)) == []
+
+
+def test_a_broken_backend_pair_is_found(tmp_path):
+    root = _tree(tmp_path, {
+        "lightning_modules/__init__.py": "", "keras_models/__init__.py": "",
+        "lightning_modules/training.py": "", "keras_models/training.py": "",  # a pair
+        "lightning_modules/components/network.py": "", "keras_models/network.py": "",  # not at the same path
+        "lightning_modules/classifier.py": "",  # one-sided, listed
+        "keras_models/placement.py": "",  # one-sided, not listed
+        "lightning_modules/weights.py": "", "keras_models/weights.py": "",  # a pair listed as one-sided
+    })
+    one_sided = {"lightning_modules/classifier.py", "lightning_modules/weights.py", "lightning_modules/gone.py"}
+    assert unpaired_backend_modules(root, one_sided) == [
+        "keras_models/network.py", "keras_models/placement.py", "lightning_modules/components/network.py",
+        "lightning_modules/gone.py (listed as one-sided)", "lightning_modules/weights.py (listed as one-sided)",
+    ]

@@ -16,7 +16,7 @@ from lab.run.backend import get_backend
 from lab.run.reuse import find_matching
 from lab.run.runner import finish
 from lightning_modules import training as torch_training
-from lightning_modules.components.backbones import build_transfer_net
+from lightning_modules.components.backbones import build_transfer
 
 pytest.importorskip("keras")
 from core.frameworks import keras  # noqa: E402
@@ -67,8 +67,8 @@ def _best_checkpoint_logits(backend, settings, splits, run_dir, images) -> np.nd
     if backend == "keras":
         return keras.models.load_model(run_dir / "checkpoints" / "best.keras").predict(images, verbose=0)
     state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    net = (build_transfer_net(settings, splits).net if settings.finetune_epochs
-           else torch_training.build_module(settings, splits).net)
+    net = (build_transfer(settings, splits).net if settings.finetune_epochs
+           else torch_training.build_model(settings, splits).net)
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
     with torch.no_grad():
         return net.eval()(torch.from_numpy(images)).numpy()

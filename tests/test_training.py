@@ -126,3 +126,20 @@ def test_compare_two_real_runs_one_per_backend(cnn_runs, tmp_path):
         assert float(row["Accuracy (%)"]) == pytest.approx(100 * accuracy, abs=0.01)
     assert "| first_cnn | keras |" in out["markdown"].read_text()
     assert out["curves"].stat().st_size > 10_000
+
+
+def test_each_backend_is_a_plain_import_and_lightning_alone_loads_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import keras_models\n"
+            "from lab.run.backend import get_backend\n"
+            "from lightning_modules import BACKEND\n"
+            "assert BACKEND is get_backend('lightning') and BACKEND.name == 'lightning'\n"
+            "assert 'tensorflow' not in sys.modules and 'keras_models.training' not in sys.modules\n"
+            "from keras_models import BACKEND\n"
+            "assert BACKEND is get_backend('keras') and 'tensorflow' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+

@@ -20,13 +20,13 @@ from lab.specs.weight_sources import resolve_weights
 from lab.specs.zoo import BACKBONE_NAMES, BACKBONES
 from lightning_modules import training as torch_training
 from lightning_modules import weights as torch_weights
-from lightning_modules.components.backbones import build_transfer_net
+from lightning_modules.components.backbones import build_transfer
 
 pytest.importorskip("keras")
 from core.frameworks import keras  # noqa: E402
-from keras_models import backbones as keras_backbones  # noqa: E402
 from keras_models import training as keras_training  # noqa: E402
 from keras_models import weights as keras_weights  # noqa: E402
+from keras_models.components import backbones as keras_backbones  # noqa: E402
 
 BACKENDS = ["lightning", "keras"]
 TRAINERS = {"lightning": torch_training, "keras": keras_training}
@@ -160,8 +160,8 @@ def test_transfer_compare_plans_the_same_budget_from_scratch(pretrained, data_di
 def test_zoo_blocks_match_the_registry_on_both_backends(model):
     settings = make_settings({"model": model, "image_size": 32})
     splits = _fake_splits(2)
-    assert len(build_transfer_net(settings, splits).blocks) == BACKBONES[model].blocks
-    assert len(keras_backbones.build_transfer_model(settings, splits, None).blocks) == BACKBONES[model].blocks
+    assert len(build_transfer(settings, splits).blocks) == BACKBONES[model].blocks
+    assert len(keras_backbones.build_transfer(settings, splits, None).blocks) == BACKBONES[model].blocks
 
 
 def test_imagenet_without_network_or_cache_says_where_torch_looked(tmp_path, monkeypatch):
@@ -179,22 +179,22 @@ def test_imagenet_without_network_or_cache_says_where_keras_looked(tmp_path, mon
     monkeypatch.setattr(file_utils, "urlretrieve", _no_network)
     settings = make_settings({"model": "mobilenet", "image_size": 32, "weights": "imagenet"})
     with pytest.raises(LabError, match=rf"cannot download .*looked in {tmp_path}/models"):
-        keras_backbones.build_transfer_model(settings, _fake_splits(2), "imagenet")
+        keras_backbones.build_transfer(settings, _fake_splits(2), "imagenet")
 
 
 def test_torchvision_file_loads_into_the_backbone_and_refuses_another_architecture(tmp_path):
     settings = make_settings({"model": "mobilenet", "image_size": 32})
     source = torchvision.models.mobilenet_v3_small()
     torch.save(source.state_dict(), tmp_path / "mobilenet.pth")
-    tnet = build_transfer_net(settings, _fake_splits(3))
-    status = torch_weights.load_initial_weights(tnet, resolve_weights(str(tmp_path / "mobilenet.pth"),
+    parts = build_transfer(settings, _fake_splits(3))
+    status = torch_weights.load_initial_weights(parts, resolve_weights(str(tmp_path / "mobilenet.pth"),
                                                                         "lightning", "mobilenet"), ("a", "b", "c"))
     assert status.startswith("new")
-    assert all(torch.equal(v, tnet.net.backbone.state_dict()[k]) for k, v in source.state_dict().items()
+    assert all(torch.equal(v, parts.net.backbone.state_dict()[k]) for k, v in source.state_dict().items()
                if not k.startswith("classifier."))
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet.pth")
     with pytest.raises(LabError, match="holds weights for another architecture"):
-        torch_weights.load_initial_weights(tnet, resolve_weights(str(tmp_path / "resnet.pth"), "lightning",
+        torch_weights.load_initial_weights(parts, resolve_weights(str(tmp_path / "resnet.pth"), "lightning",
                                                                    "mobilenet"), ("a", "b", "c"))
 
 
@@ -210,12 +210,12 @@ def test_keras_h5_weights_file_loads_into_the_backbone_and_refuses_another_archi
                                                  pooling="avg")
     settings = make_settings({"model": "mobilenet", "image_size": 32, "weights": save(source, tmp_path / "m.h5")})
     assert resolve_weights(settings.weights, "keras", "mobilenet").format == "hdf5"
-    parts = keras_backbones.build_transfer_model(settings, _fake_splits(2), settings.weights)
-    base = next(layer for layer in parts.model.layers if isinstance(layer, keras.Model))
+    parts = keras_backbones.build_transfer(settings, _fake_splits(2), settings.weights)
+    base = next(layer for layer in parts.net.layers if isinstance(layer, keras.Model))
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(base.weights, source.weights))
     other = save(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]), tmp_path / "other.h5")
     with pytest.raises(LabError, match="does not fit keras.applications.MobileNetV3Small"):
-        keras_backbones.build_transfer_model(settings, _fake_splits(2), other)
+        keras_backbones.build_transfer(settings, _fake_splits(2), other)
 
 
 # --- project checkpoints -----------------------------------------------------------------------------------
@@ -236,14 +236,14 @@ def test_head_is_replaced_when_the_classes_differ(backend, pretrained, data_dir,
         splits = _splits(settings)
         source = resolve_weights(settings.weights, backend, settings.model)
         if backend == "lightning":
-            tnet = build_transfer_net(settings, splits)
-            status = torch_weights.load_initial_weights(tnet, source, splits.class_names)
-            ours = [t.detach().numpy() for t in tnet.net.state_dict().values()]
+            parts = build_transfer(settings, splits)
+            status = torch_weights.load_initial_weights(parts, source, splits.class_names)
+            ours = [t.detach().numpy() for t in parts.net.state_dict().values()]
             theirs = [t.numpy() for t in torch_weights.read_state(source.path).values()]
         else:
-            parts = keras_backbones.build_transfer_model(settings, splits, None)
+            parts = keras_backbones.build_transfer(settings, splits, None)
             status = keras_weights.load_checkpoint(parts, source.path, splits.class_names)
-            ours = [w.numpy() for w in parts.model.weights]
+            ours = [w.numpy() for w in parts.net.weights]
             theirs = [w.numpy() for w in keras.models.load_model(source.path, compile=False).weights]
         assert status.startswith("loaded" if kept else "replaced"), status
         body = len(ours) - 2  # the head is the last two tensors: weight and bias
@@ -380,8 +380,8 @@ def _snapshotter(backend, settings, splits, snapshots):
         import pytorch_lightning as pl
 
         def take(trainer):
-            tnet = next(c for c in trainer.callbacks if isinstance(c, PhaseFinetuning)).tnet
-            snapshots.append(_torch_snapshot(tnet))
+            parts = next(c for c in trainer.callbacks if isinstance(c, PhaseFinetuning)).parts
+            snapshots.append(_torch_snapshot(parts))
 
         def check_norms(module):  # frozen BatchNorm must normalise with its running statistics
             norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -403,14 +403,14 @@ def _snapshotter(backend, settings, splits, snapshots):
     return Snap()
 
 
-def _torch_snapshot(tnet):
+def _torch_snapshot(parts):
     from torch.nn.modules.batchnorm import _BatchNorm
 
     def layer(m):
         return isinstance(m, _BatchNorm), [t.detach().clone().numpy() for t in m.state_dict().values()]
-    parts = {f"block {i}": [layer(m) for module in block for m in module.modules()]
-             for i, block in enumerate(tnet.blocks)}
-    return {**parts, "head": [layer(tnet.head)]}
+    blocks = {f"block {i}": [layer(m) for module in block for m in module.modules()]
+              for i, block in enumerate(parts.blocks)}
+    return {**blocks, "head": [layer(parts.head)]}
 
 
 def _keras_snapshot(parts):

@@ -15,8 +15,8 @@ import pytest
 import tune_lightning
 from conftest import call_main
 from core.errors import LabError
-from keras_models.network import count_params as keras_params
-from keras_models.training import build_compiled
+from keras_models.components.network import count_params as keras_params
+from keras_models.training import build_model as keras_model
 from lab.config.settings import make_settings
 from lab.records.recording import EPOCH_TAGS
 from lab.specs.architectures import infer
@@ -26,7 +26,7 @@ from lab.tuning.search import SearchOptions, run_search
 from lab.tuning.space import Constraint, SearchSpace, define, overrides_of, parse_space, trial_settings
 from lab.tuning.trials import METRICS, trial_metrics
 from lightning_modules.components import count_params as torch_params
-from lightning_modules.training import build_module
+from lightning_modules.training import build_model as lightning_model
 from tune_keras import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,8 +67,8 @@ def test_a_trial_builds_the_same_model_on_both_backends():
     for values in _sampled_configs(SearchSpace(), constraint, 6):
         settings = trial_settings(make_settings({}), overrides_of(values))
         expected = infer(model_spec(settings, splits.input_shape, splits.num_classes), splits.input_shape)[1]
-        assert torch_params(build_module(settings, splits).net) == expected, values
-        assert keras_params(build_compiled(settings, splits)) == expected, values
+        assert torch_params(lightning_model(settings, splits).net) == expected, values
+        assert keras_params(keras_model(settings, splits)) == expected, values
 
 
 def test_the_oracle_proposes_only_models_that_fit_the_input():

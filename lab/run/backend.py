@@ -1,9 +1,10 @@
 """The backend interface: what Lightning and Keras each implement, and the one table of backends.
 
-The runner, the lab pipeline, the tuner and the benchmarks reach a backend only through `get_backend`;
-the backend answers with a `Trained` of plain data and never calls back into the shared layer.
-The table names modules rather than importing them, so that the shared layer stays below the
-backends and a Lightning-only command never imports TensorFlow. (A Keras command does load torch:
+The runner, the lab pipeline, the tuner and the benchmarks reach a backend through `get_backend`; code above
+the backends may also import it plainly (`from lightning_modules import BACKEND`). The backend answers with a
+`Trained` of plain data and never calls back into the shared layer. The table names packages rather than
+importing them, so that the shared layer stays below the backends and a Lightning-only command never imports
+TensorFlow; each package imports its training module only when BACKEND is asked for. (A Keras command does load torch:
 core.frameworks imports it before TensorFlow on purpose.)
 """
 from __future__ import annotations
@@ -29,11 +30,11 @@ if TYPE_CHECKING:
     from lab.specs.phases import Phase, TransferLog
 
 # name -> "module:attribute" of the object implementing Backend
-BACKENDS = {"lightning": "lightning_modules.training:BACKEND", "keras": "keras_models.training:BACKEND"}
+BACKENDS = {"lightning": "lightning_modules:BACKEND", "keras": "keras_models:BACKEND"}
 TITLES = {"lightning": "PyTorch Lightning", "keras": "Keras"}
 # One backend at a time, PyTorch first: PyTorch trained measurably slower in a process where Keras had
-# trained under a tf.distribute strategy before (bench/README.md, bench/interference.py). CPU runs no
-# longer use one, but GPU runs still do.
+# trained under a tf.distribute strategy before (bench/README.md, bench/interference.py). GPU runs train
+# under one (keras_models.training.placement); CPU runs use a plain device scope.
 TRAINING_ORDER = ("lightning", "keras")
 
 

@@ -18,7 +18,7 @@ The result is rounded to the nearest integer and clipped to [0, 255]. The random
 come from `draw(spec, n, seed, step)` (numpy, seeded by the run's seed and the global batch index),
 so a batch's augmentation is reproducible, a resumed run continues the sequence, and both backends
 apply the very same flips, shifts, angles, factors and squares to the same images. Only the
-application (`apply` in lightning_modules/components/augment.py and keras_models/augment.py) is
+application (`apply` in components/augment.py of each backend) is
 backend-specific. Validation and test images are never augmented.
 """
 from __future__ import annotations

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import LabError
+from lab.records.checkpoint_files import EXTENSIONS, best_path
 from lab.records.results import RESULTS_FILE
 from lab.records.rundirs import versions
 from lab.specs.zoo import is_backbone
 
-BEST_CHECKPOINT = {"lightning": "checkpoints/best.ckpt", "keras": "checkpoints/best.keras"}
+BEST_CHECKPOINT = {backend: best_path(backend) for backend in EXTENSIONS}
 FORMATS = {"lightning": ("torch",), "keras": ("keras", "hdf5")}
 FORMAT_NAMES = {"torch": "a PyTorch file", "keras": "a Keras model file", "hdf5": "a Keras HDF5 weights file"}
 ACCEPTED = {"lightning": "a PyTorch checkpoint (.ckpt from a Lightning run, or a .pth state dict)",

@@ -7,6 +7,8 @@ the rotations, arithmetic for jitter and cutout. Images stay NHWC; only the rota
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
@@ -14,6 +16,9 @@ from torch.nn import functional as F
 
 from datamodules.torch_data import Part
 from lab.specs import augmentation as A
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 
 class BatchAugment(nn.Module):
@@ -32,7 +37,7 @@ class BatchAugment(nn.Module):
         return apply(images, self.spec, _to_device(draws, images.device))
 
 
-def build_augment(settings) -> BatchAugment | None:
+def build_augment(settings: ExperimentSettings) -> BatchAugment | None:
     spec = A.AugmentSpec.from_settings(settings)
     return BatchAugment(spec, settings.seed) if spec.active else None
 

@@ -8,17 +8,21 @@ their blocks read from the spec.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from datamodules.base import DataSplits
-from lab.specs.models import model_spec
+from lab.specs.networks import describe, layers_from_plain
 from lab.specs.phases import has_params, spec_blocks
-from lab.specs.zoo import BACKBONES, image_size, is_backbone
+from lab.specs.zoo import BACKBONES
 from lightning_modules.components.network import build_network, spec_modules
+
+if TYPE_CHECKING:
+    from datamodules.base import DataSplits
+    from lab.config.settings import ExperimentSettings
 
 # The attribute holding each torchvision model's classifier, which the new head replaces.
 ZOO_CLASSIFIER = {"resnet18": "fc", "mobilenet_v3_small": "classifier", "efficientnet_b0": "classifier"}
@@ -54,33 +58,43 @@ class BackboneNet(nn.Module):
 
 
 @dataclass
-class TransferNet:
+class TransferParts:
     net: nn.Module
     blocks: list[list[nn.Module]]  # the backbone's blocks, from the input up
     head: nn.Module  # the layer holding the class weights
     zoo_name: str | None = None  # the torchvision model, for zoo backbones
 
 
-def build_transfer_net(settings, splits: DataSplits) -> TransferNet:
-    spec = model_spec(settings, splits.input_shape, splits.num_classes)
-    if is_backbone(settings.model):
-        return _zoo_net(settings, spec)
-    net = build_network(spec, splits.input_shape, splits.mean, splits.std)
-    weighted = [m for m in net if any(True for _ in m.parameters(recurse=False))]
-    assert len(weighted) == sum(has_params(layer) for layer in spec)
-    return TransferNet(net, [[weighted[i] for i in block] for block in spec_blocks(spec)], weighted[-1])
-
-
-def _zoo_net(settings, head_layers) -> TransferNet:
-    name = BACKBONES[settings.model].torchvision
+def build_described(description: dict) -> nn.Module:
+    """The network of a lab.specs.networks description: the spec's layers, or a zoo backbone (its weights
+    random, torchvision's weights=None) under the spec's head."""
+    layers = layers_from_plain(description["layers"])
+    if "zoo" not in description:
+        return build_network(layers, tuple(description["input_shape"]), description["mean"], description["std"])
+    name = BACKBONES[description["zoo"]].torchvision
     model = torchvision.models.get_model(name, weights=None)
     classifier = ZOO_CLASSIFIER[name]
     features = next(m for m in getattr(model, classifier).modules() if isinstance(m, nn.Linear)).in_features
     setattr(model, classifier, nn.Identity())
     transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms()
-    head = nn.Sequential(*spec_modules(head_layers, (features,)))
-    net = BackboneNet(ZooInput(image_size(settings), transforms.mean, transforms.std), model, head)
-    return TransferNet(net, zoo_blocks(name, model), head[-1], name)
+    head = nn.Sequential(*spec_modules(layers, (features,)))
+    return BackboneNet(ZooInput(description["image_size"], transforms.mean, transforms.std), model, head)
+
+
+def build_transfer(settings: ExperimentSettings, splits: DataSplits) -> TransferParts:
+    description = describe(settings, splits)
+    return transfer_parts(build_described(description), description)
+
+
+def transfer_parts(net: nn.Module, description: dict) -> TransferParts:
+    """The blocks and head of a network built by build_described."""
+    if "zoo" in description:
+        name = BACKBONES[description["zoo"]].torchvision
+        return TransferParts(net, zoo_blocks(name, net.backbone), net.head[-1], name)
+    spec = layers_from_plain(description["layers"])
+    weighted = [m for m in net if any(True for _ in m.parameters(recurse=False))]
+    assert len(weighted) == sum(has_params(layer) for layer in spec)
+    return TransferParts(net, [[weighted[i] for i in block] for block in spec_blocks(spec)], weighted[-1])
 
 
 def zoo_blocks(name: str, model: nn.Module) -> list[list[nn.Module]]:

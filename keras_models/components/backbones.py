@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.errors import LabError, one_line
 from core.frameworks import keras
 from core.io import download_timeout
 from datamodules.base import DataSplits
-from keras_models.network import build_model, spec_layers
+from keras_models.components.network import build_network, spec_layers
 from lab.specs.models import model_spec
 from lab.specs.phases import Phase, has_params, is_pretrained, spec_blocks, trains_block
 from lab.specs.zoo import BACKBONES, image_size, is_backbone
+
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
 L = keras.layers
 
@@ -39,24 +43,25 @@ class ZooPreprocess(L.Layer):
 
 
 @dataclass
-class TransferModel:
-    model: keras.Model
+class TransferParts:
+    net: keras.Model
     blocks: list[list[L.Layer]]  # the backbone's layers holding weights, per block, from the input up
     head: L.Layer  # the Dense layer holding the class weights
+    zoo_name: str | None = None  # the keras.applications model, for zoo backbones
 
 
-def build_transfer_model(settings, splits: DataSplits, zoo_weights: str | None) -> TransferModel:
+def build_transfer(settings: ExperimentSettings, splits: DataSplits, zoo_weights: str | None) -> TransferParts:
     """A new model; zoo_weights: None, 'imagenet' or a keras.applications .h5 file for the backbone."""
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
     if is_backbone(settings.model):
         model = _zoo_model(settings, splits, spec, zoo_weights)
     else:
-        model = build_model(spec, splits.input_shape, splits.mean, splits.std, name=settings.model)
+        model = build_network(spec, splits.input_shape, splits.mean, splits.std, name=settings.model)
     return transfer_parts(model, settings, splits)
 
 
-def transfer_parts(model: keras.Model, settings, splits: DataSplits) -> TransferModel:
-    """The blocks and head of a model built by build_transfer_model (or loaded from its checkpoint)."""
+def transfer_parts(model: keras.Model, settings: ExperimentSettings, splits: DataSplits) -> TransferParts:
+    """The blocks and head of a model built by build_transfer (or loaded from its checkpoint)."""
     head = [layer for layer in model.layers if isinstance(layer, L.Dense)][-1]
     if is_backbone(settings.model):
         base = next(layer for layer in model.layers if isinstance(layer, keras.Model))
@@ -64,11 +69,11 @@ def transfer_parts(model: keras.Model, settings, splits: DataSplits) -> Transfer
         for layer in base.layers:
             if layer.weights:
                 blocks.setdefault(keras_block(settings.model, layer.name), []).append(layer)
-        return TransferModel(model, [blocks[i] for i in sorted(blocks)], head)
+        return TransferParts(model, [blocks[i] for i in sorted(blocks)], head, BACKBONES[settings.model].keras)
     spec = model_spec(settings, splits.input_shape, splits.num_classes)
     weighted = [layer for layer in model.layers if layer.weights]
     assert len(weighted) == sum(has_params(layer) for layer in spec)
-    return TransferModel(model, [[weighted[i] for i in block] for block in spec_blocks(spec)], head)
+    return TransferParts(model, [[weighted[i] for i in block] for block in spec_blocks(spec)], head)
 
 
 def keras_block(model: str, layer: str) -> int:
@@ -85,7 +90,7 @@ def keras_block(model: str, layer: str) -> int:
     return int(match.group(1)) if match else 8 if layer.startswith("top_") else 0
 
 
-def set_trainable(parts: TransferModel, phase: Phase) -> None:
+def set_trainable(parts: TransferParts, phase: Phase) -> None:
     """Which layers train in `phase`; BatchNorm only when every layer trains (recompile afterwards)."""
     for index, block in enumerate(parts.blocks):
         on = trains_block(phase, index, len(parts.blocks))
@@ -93,7 +98,7 @@ def set_trainable(parts: TransferModel, phase: Phase) -> None:
             layer.trainable = on and (phase.trainable_blocks is None or not isinstance(layer, L.BatchNormalization))
 
 
-def _zoo_model(settings, splits: DataSplits, head_spec, zoo_weights: str | None) -> keras.Model:
+def _zoo_model(settings: ExperimentSettings, splits: DataSplits, head_spec, zoo_weights: str | None) -> keras.Model:
     family, size = BACKBONES[settings.model], image_size(settings)
     inputs = keras.Input(shape=splits.input_shape, dtype="uint8", name="images")
     x = L.Rescaling(1.0, name="to_float")(inputs)

@@ -12,7 +12,7 @@ from lab.specs import architectures as A
 L = keras.layers
 
 
-def build_model(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, std, name: str = "model",
+def build_network(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, std, name: str = "model",
                 sync_batchnorm: bool = False) -> keras.Model:
     """sync_batchnorm: BatchNorm statistics over the replicas of a tf.distribute strategy."""
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="images")

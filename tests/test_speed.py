@@ -1,4 +1,5 @@
-"""The leaner Lightning path keeps its behaviour.
+"""The Lightning path computes what a plain loop computes; its speed departures (lightning_modules.speedups) change
+nothing but time.
 
 The benchmarks' fair hand-written loop (bench.common.fair_torch_loop) records what the Lightning path records:
 the same training and validation loss and accuracy, epoch by epoch, from the same initial weights and batches.
@@ -41,7 +42,7 @@ def bar_probe():
     """A callback reading what the project's progress bar shows after each epoch's first and last batch."""
     import pytorch_lightning as pl
 
-    from callbacks.lightning_progress import ThrottledRichProgressBar
+    from callbacks.lightning_progress import RunningMetricsBar
 
     class Probe(pl.Callback):
         def __init__(self):
@@ -49,7 +50,7 @@ def bar_probe():
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             if batch_idx in (0, trainer.num_training_batches - 1):
-                metrics = ThrottledRichProgressBar().get_metrics(trainer, module)
+                metrics = RunningMetricsBar().get_metrics(trainer, module)
                 self.shown.append(({"loss": metrics["loss"], "acc": metrics["acc"]}, float(outputs["loss"])))
 
     return Probe()
@@ -78,9 +79,9 @@ def test_the_modules_fast_attribute_path_keeps_modules_and_parameters_registered
     import torch
 
     from datamodules import load_splits
-    from lightning_modules.training import build_module
+    from lightning_modules.training import build_model
 
-    module = build_module(make_settings({"dataset": "digits"}), load_splits("digits"))
+    module = build_model(make_settings({"dataset": "digits"}), load_splits("digits"))
     module._current_fx_name = "training_step"
     module.extra = torch.nn.Linear(2, 2)
     module.scale = torch.nn.Parameter(torch.ones(1))
@@ -88,26 +89,40 @@ def test_the_modules_fast_attribute_path_keeps_modules_and_parameters_registered
     assert "extra" in dict(module.named_children()) and "scale" in dict(module.named_parameters())
 
 
-def test_the_epoch_checkpoint_keeps_modelcheckpoints_key(tmp_path):
+def test_the_best_checkpoint_keeps_modelcheckpoints_key(tmp_path):
     """Checkpoints file each callback's state under its state_key: a run saved before resumes after."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from callbacks.lightning_checkpoint import EpochCheckpoint
+    from callbacks.lightning_checkpoint import LastPhaseBest
 
-    for kwargs in ({"monitor": "val/acc", "mode": "max"}, {}):
-        ours, theirs = EpochCheckpoint(tmp_path, **kwargs), ModelCheckpoint(tmp_path, **kwargs)
-        assert ours.state_key == theirs.state_key and "EpochCheckpoint" not in ours.state_key
-        assert "state_key" in vars(ours)  # computed once, then read from the instance
+    ours = LastPhaseBest(tmp_path, 0)
+    theirs = ModelCheckpoint(tmp_path, filename="best", monitor="val/acc", mode="max", save_on_train_epoch_end=True,
+                             enable_version_counter=False)
+    assert ours.state_key == theirs.state_key and "LastPhaseBest" not in ours.state_key
 
 
-def test_batches_already_on_the_device_are_not_walked_through():
-    import torch
+def test_every_speed_departure_off_gives_the_same_history(tmp_path):
+    """lightning_modules.speedups.stock(): stock Lightning objects, the same epochs, to the last bit on the CPU."""
+    import pytorch_lightning as pl
 
     from datamodules import load_splits
-    from datamodules.torch_data import ArraysDataModule, Part
+    from lab.run.backend import get_backend
+    from lightning_modules import speedups
+    from lightning_modules.training import train
 
-    data = ArraysDataModule(load_splits("digits"), 32)
-    batch = (torch.zeros(2, 8, 8, 1, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), Part(0, 2))
-    assert data.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
-    moved = data.transfer_batch_to_device(batch, torch.device("meta"), 0)
-    assert moved[0].device.type == moved[1].device.type == "meta" and moved[2] == batch[2]
+    settings = make_settings({"dataset": "digits", "epochs": 2, "profile": False})
+    splits = load_splits("digits")
+    seen = {}
+
+    class Look(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            seen[speedups.enabled()] = sorted(trainer.callback_metrics)
+
+    plan = get_backend("lightning").plan_devices(settings)
+    fast = train(settings, splits, tmp_path / "fast", plan, callbacks=(Look(),)).record.history
+    with speedups.stock():
+        stock = train(settings, splits, tmp_path / "stock", plan, callbacks=(Look(),)).record.history
+    assert speedups.enabled()
+    assert "train/step_loss" in seen[False] and "train/step_loss" not in seen[True]
+    assert [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in fast] == \
+        [{k: v for k, v in row.items() if k != "time/epoch_s"} for row in stock]

@@ -8,13 +8,18 @@ are applied with batched tensor operations; the rotation uses keras.ops.image.af
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from core.frameworks import keras, tf
 from lab.specs import augmentation as A
 
+if TYPE_CHECKING:
+    from lab.config.settings import ExperimentSettings
 
-def build_augment(settings, image_size: tuple[int, int]):
+
+def build_augment(settings: ExperimentSettings, image_size: tuple[int, int]):
     """The train_dataset `augment` hook, (uint8 images, global batch index) -> augmented; None when off."""
     spec = A.AugmentSpec.from_settings(settings)
     if not spec.active:

@@ -86,7 +86,7 @@ def test_xla_gives_the_eager_first_batch_losses(digits):
 
 def test_compile_without_a_cpp_compiler_is_refused_in_one_sentence(tmp_path, monkeypatch, capsys):
     from conftest import call_main
-    from lab.run.runner import main
+    from lab.run.train_cli import main
     from lightning_modules.compiling import BACKEND_ENV
 
     monkeypatch.delenv(BACKEND_ENV, raising=False)

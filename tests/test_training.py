@@ -8,7 +8,8 @@ import pytest
 from lab.config.settings import make_settings
 from lab.records.recording import EPOCH_TAGS
 from lab.records.results import REQUIRED_FIELDS, load_results
-from lab.run.runner import main, run_settings
+from lab.run.runner import run_settings
+from lab.run.train_cli import main
 
 BACKENDS = ["lightning", "keras"]
 

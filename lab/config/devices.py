@@ -6,28 +6,24 @@ from typing import TYPE_CHECKING
 
 from core.errors import LabError
 from lab.config.launch import Launch, detect
+from lab.settings_group import SettingsGroup
 
 if TYPE_CHECKING:
     from lab.config.settings import ExperimentSettings
 
 
 @dataclass(frozen=True)
-class DeviceSpec:
+class DeviceSpec(SettingsGroup):
     """The settings of what a run trains on, as asked; plan_devices turns them into a DevicePlan."""
 
-    accelerator: str = "auto"
-    gpus: int | None = None
-    devices: str = "auto"
-    num_nodes: int | None = None
-    strategy: str = "auto"
-    sync_batchnorm: bool = False
-    precision: str = "32"
-    compile: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: ExperimentSettings) -> DeviceSpec:
-        return cls(settings.accelerator, settings.gpus, settings.devices, settings.num_nodes, settings.strategy,
-                   settings.sync_batchnorm, settings.precision, settings.compile)
+    accelerator: str
+    gpus: int | None
+    devices: str
+    num_nodes: int | None
+    strategy: str
+    sync_batchnorm: bool
+    precision: str
+    compile: bool
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lab.settings_group import SettingsGroup
 from lab.specs.architectures import BatchNorm, Conv, Dense, Dropout, Flatten, Layer, MaxPool, ReLU, infer
 from lab.specs.zoo import head_spec, is_backbone
 
@@ -14,30 +15,24 @@ MODELS = ("first_cnn", "mlp", "cifar_cnn", "cnn")
 
 
 @dataclass(frozen=True)
-class ModelShape:
+class ModelShape(SettingsGroup):
     """The settings that shape a model: which one, and the hyperparameters of each (--help says which model
     reads which)."""
 
-    model: str = "first_cnn"
-    filters: int = 32
-    kernel_size: int = 3
-    stride: int = 1
-    padding: str = "valid"
-    hidden: int = 128
-    layers: int = 1
-    width: int = 32
-    depth: int = 3
-    dense_units: int = 128
-    dropout: float = 0.25
-    blocks: int = 2
-    batch_norm: bool = False
-    pool: bool = True
-
-    @classmethod
-    def from_settings(cls, settings: ExperimentSettings) -> ModelShape:
-        return cls(settings.model, settings.filters, settings.kernel_size, settings.stride, settings.padding,
-                   settings.hidden, settings.layers, settings.width, settings.depth, settings.dense_units,
-                   settings.dropout, settings.blocks, settings.batch_norm, settings.pool)
+    model: str
+    filters: int
+    kernel_size: int
+    stride: int
+    padding: str
+    hidden: int
+    layers: int
+    width: int
+    depth: int
+    dense_units: int
+    dropout: float
+    blocks: int
+    batch_norm: bool
+    pool: bool
 
 
 def first_cnn(s: ModelShape, num_classes: int) -> list[Layer]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import LabError
 from core.io import write_json_atomic
+from lab.settings_group import SettingsGroup
 from lab.specs import architectures as A
 from lab.specs.zoo import image_size, is_backbone
 
@@ -38,17 +39,13 @@ PHASES_FILE = "phases.json"
 
 
 @dataclass(frozen=True)
-class TransferSpec:
+class TransferSpec(SettingsGroup):
     """The settings of a transfer run: the initial weights and the fine-tuning phase (the module docstring)."""
 
-    weights: str | None = None
-    unfreeze: str = "1"
-    finetune_epochs: int = 0
-    finetune_lr: float | None = None
-
-    @classmethod
-    def from_settings(cls, settings: ExperimentSettings) -> TransferSpec:
-        return cls(settings.weights, settings.unfreeze, settings.finetune_epochs, settings.finetune_lr)
+    weights: str | None
+    unfreeze: str
+    finetune_epochs: int
+    finetune_lr: float | None
 
     @property
     def pretrained(self) -> bool:

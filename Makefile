@@ -46,10 +46,13 @@ lock:
 demo: install
 	$(PY) run_lab.py --preset quick --mnist-dataset digits --sections 1 --out runs/demo
 
+# The default suite on TEST_WORKERS processes (pytest-xdist), each test file's tests together in one of them.
+TEST_WORKERS ?= 2
+
 test: install
 	$(PY) -m pip check
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

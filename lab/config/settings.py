@@ -10,10 +10,10 @@ from core.errors import LabError, one_line
 from datamodules.registry import DATASETS
 from datamodules.resize import RESIZE_POLICIES
 from lab.specs.models import MODELS
+from lab.specs.optimizer import OPTIMIZERS
 from lab.specs.phases import check_unfreeze
 from lab.specs.zoo import BACKBONE_NAMES, check_image_size, is_backbone
 
-OPTIMIZERS = ("adam", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")

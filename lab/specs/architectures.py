@@ -3,7 +3,7 @@
 Shape inference and parameter counting live here too, so impossible shapes are refused
 before any framework is touched, and both backends can be checked against one count.
 Parameter counts follow Keras' convention: BatchNorm's moving mean and variance count as
-non-trainable parameters.
+non-trainable parameters. FLOPs (`forward_flops`) follow torch.utils.flop_counter.FlopCounterMode's.
 """
 from __future__ import annotations
 
@@ -156,3 +156,21 @@ def _conv_step(layer: Conv, shape: tuple, where: str) -> tuple[tuple, int, int]:
     oh, ow = (conv_output_size(s, layer.kernel, layer.stride, layer.padding) for s in (h, w))
     params = layer.kernel * layer.kernel * c * layer.filters + layer.filters
     return (oh, ow, layer.filters), params, 0
+
+
+def forward_flops(layers: list[Layer], input_shape: tuple[int, int, int]) -> int:
+    """Forward FLOPs of one image: 2 per multiply-add of the convolutions and dense layers.
+
+    The definition of torch.utils.flop_counter.FlopCounterMode, which counts only matrix products and
+    convolutions: biases, pooling, activations, batch norm, dropout and the input's normalisation are not
+    counted. Raises LabError for shapes that cannot work, as `infer` does.
+    """
+    shapes, _ = infer(layers, input_shape)
+    total = 0
+    for layer, before, after in zip(layers, [tuple(input_shape), *shapes[:-1]], shapes):
+        if isinstance(layer, Conv):
+            oh, ow, filters = after
+            total += 2 * oh * ow * filters * layer.kernel * layer.kernel * before[-1]
+        elif isinstance(layer, Dense):
+            total += 2 * before[0] * layer.units
+    return total

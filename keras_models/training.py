@@ -22,7 +22,7 @@ from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
 from keras_models.compiling import check_xla, compile_model
 from keras_models.components.augment import apply_numpy, build_augment
-from keras_models.components.backbones import TransferParts, build_transfer, set_trainable, transfer_parts
+from keras_models.components.backbones import TransferParts, build_transfer, set_trainable, transfer_parts, zoo_flops
 from keras_models.components.network import build_network, count_params
 from keras_models.profiling import measure
 from keras_models.weights import load_checkpoint, zoo_weights
@@ -138,7 +138,8 @@ def _train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan
     tested = best_model(run_dir) if settings.test_weights == "best" else model
     profile = measure(model, lambda: _pipeline(settings, splits, 0, 1), clock, plan.num_gpus > 0) if clock else None
     return trained(predict_logits(tested, splits.test.images), splits.test.labels, count_params(model), record,
-                   plan.describe(), plan.batches(settings.batch_size), settings.test_weights, log, phases, profile)
+                   plan.describe(), plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
+                   zoo_flops(model, settings))
 
 
 def best_model(run_dir: Path) -> keras.Model:

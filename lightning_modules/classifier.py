@@ -30,6 +30,8 @@ class ImageClassifier(speedups.PlainAttributes, pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["augment", *(["network"] if isinstance(network, nn.Module) else [])])
         self.net = network if isinstance(network, nn.Module) else build_described(network)
+        if isinstance(network, dict):  # one image, for the FLOPs of Lightning's model summary
+            self.example_input_array = torch.zeros((1, *network["input_shape"]), dtype=torch.uint8)
         self.augment = augment
         self.train_metrics, self.val_metrics = EpochMetrics(), EpochMetrics()
 

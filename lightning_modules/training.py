@@ -41,7 +41,7 @@ from lightning_modules.classifier import ImageClassifier, TransferClassifier
 from lightning_modules.compiling import check_compiler, compile_network
 from lightning_modules.components import count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
-from lightning_modules.components.backbones import TransferParts, transfer_parts
+from lightning_modules.components.backbones import TransferParts, transfer_parts, zoo_flops
 from lightning_modules.distributed import build_strategy
 from lightning_modules.profiling import measure
 from lightning_modules.weights import load_initial_weights
@@ -127,7 +127,8 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
     tested = best_model(run_dir, model) if settings.test_weights == "best" and writes else model
     return trained(predict_logits(tested, splits.test.images, device), splits.test.labels, count_params(model.net),
                    record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
-                   plan.batches(settings.batch_size), settings.test_weights, log, phases, profile)
+                   plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
+                   zoo_flops(describe(settings, splits)))
 
 
 def best_model(run_dir: Path, model: ImageClassifier) -> ImageClassifier:

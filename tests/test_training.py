@@ -61,6 +61,20 @@ def test_parameter_counts_equal_in_real_runs(cnn_runs):
     assert counts["lightning"] == counts["keras"]
 
 
+def test_flops_per_image_equal_in_real_runs(cnn_runs):
+    """One FLOP count for both backends: the spec's, as the run report and the summary print it."""
+    from lab.specs.architectures import forward_flops
+    from lab.specs.models import model_spec
+
+    results = {b: load_results(run_dir) for b, (run_dir, _) in cnn_runs.items()}
+    spec = model_spec(make_settings({"model": "first_cnn"}), (8, 8, 1), 10)  # digits: 8x8 grey images
+    flops = {backend: r["flops_per_image"] for backend, r in results.items()}
+    assert flops["lightning"] == flops["keras"] == forward_flops(spec, (8, 8, 1))
+    for run_dir, printed in cnn_runs.values():
+        assert "- FLOPs per image: " in (run_dir / "report.md").read_text()
+        assert "GFLOP/s achieved" in (run_dir / "report.md").read_text() and " GFLOP/s)" in printed
+
+
 def _events(run_dir):
     """{tag: (plugin, [steps])} over every event file of the run."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader

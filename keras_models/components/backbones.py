@@ -16,7 +16,7 @@ from core.errors import LabError, one_line
 from core.frameworks import keras
 from core.io import download_timeout
 from datamodules.base import DataSplits
-from keras_models.components.network import build_network, spec_layers
+from keras_models.components.network import build_network, count_flops, spec_layers
 from lab.specs.models import model_spec
 from lab.specs.phases import Phase, has_params, is_pretrained, spec_blocks, trains_block
 from lab.specs.zoo import BACKBONES, image_size, is_backbone
@@ -74,6 +74,12 @@ def transfer_parts(model: keras.Model, settings: ExperimentSettings, splits: Dat
     weighted = [layer for layer in model.layers if layer.weights]
     assert len(weighted) == sum(has_params(layer) for layer in spec)
     return TransferParts(model, [[weighted[i] for i in block] for block in spec_blocks(spec)], head)
+
+
+def zoo_flops(model: keras.Model, settings: ExperimentSettings) -> int | None:
+    """Forward FLOPs of one image through a zoo backbone's model, its head included (count_flops); None for a spec
+    network, which lab.specs.architectures.forward_flops counts from its spec."""
+    return count_flops(model) if is_backbone(settings.model) else None
 
 
 def keras_block(model: str, layer: str) -> int:

@@ -54,3 +54,26 @@ def count_params(model: keras.Model) -> A.ParamCount:
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     return A.ParamCount(trainable, frozen)
+
+
+def count_flops(model: keras.Model) -> int:
+    """Forward FLOPs of one image: 2 per multiply-add of the Conv2D, DepthwiseConv2D and Dense layers, nested
+    models included (lab.specs.architectures.forward_flops' definition, FlopCounterMode's on the PyTorch side)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_flops(layer)
+        elif isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense)):
+            total += _layer_flops(layer)
+    return total
+
+
+def _layer_flops(layer: L.Layer) -> int:
+    """A layer called once (layer.input, layer.output) on one image's shape."""
+    outputs, inputs = int(np.prod(layer.output.shape[1:])), layer.input.shape
+    if isinstance(layer, L.Dense):
+        return 2 * outputs * inputs[-1]
+    window = int(np.prod(layer.kernel_size))
+    if isinstance(layer, L.DepthwiseConv2D):  # each output channel sees one input channel
+        return 2 * outputs * window
+    return 2 * outputs * window * inputs[-1] // layer.groups

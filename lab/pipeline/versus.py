@@ -5,14 +5,15 @@ from pathlib import Path
 
 from lab.pipeline.plan import TITLES
 from lab.pipeline.writeup import curves_figure, rel
-from lab.records.results import load_results
+from lab.records.results import achieved_gflops, load_results
 from lab.reports.commentary import Spread, versus_sentence
 from lab.reports.comparison import run_row
 from lab.reports.plots import profile_figure, save_png
-from lab.reports.report import markdown_table
+from lab.reports.report import flops_text, markdown_table
 
 COLUMNS = ("Experiment", "Keras accuracy", "Lightning accuracy", "Keras time", "Lightning time",
-           "Time ratio (Keras / Lightning)", "Params (Keras / Lightning)")
+           "Time ratio (Keras / Lightning)", "Params (Keras / Lightning)", "FLOPs per image (Keras / Lightning)",
+           "Training GFLOP/s (Keras / Lightning)")
 
 
 def versus_part(runs: dict, sections: list[str], out: Path, spread: Spread | None = None) -> list[str]:
@@ -55,10 +56,22 @@ def profile_sentence(profiles: list[tuple[str, dict]]) -> str:
 
 
 def _rows(keras_dir: Path, lightning_dir: Path) -> tuple[dict, dict]:
-    return tuple(run_row(d, load_results(d)) for d in (keras_dir, lightning_dir))
+    return tuple(_row_of(d, load_results(d)) for d in (keras_dir, lightning_dir))
+
+
+def _row_of(run_dir: Path, results: dict) -> dict:
+    """run_row's figures and the FLOPs, which runs made before they were recorded lack."""
+    return {**run_row(run_dir, results), "flops": results.get("flops_per_image"), "gflops": achieved_gflops(results)}
 
 
 def _row(key: str, k: dict, t: dict) -> list:
     ratio = k["time_s"] / t["time_s"] if t["time_s"] else float("nan")
     return [key, f"{k['accuracy']:.2f}%", f"{t['accuracy']:.2f}%", f"{k['time_s']:.2f}s", f"{t['time_s']:.2f}s",
-            f"{ratio:.2f}x", f"{k['params']:,} / {t['params']:,}"]
+            f"{ratio:.2f}x", f"{k['params']:,} / {t['params']:,}", _pair(k["flops"], t["flops"], flops_text),
+            _pair(k["gflops"], t["gflops"], lambda g: f"{g:,.3g}")]
+
+
+def _pair(keras, lightning, text) -> str:
+    """'a / b', or 'a' when both are the same; runs made before the figure was recorded say so."""
+    cells = ["not recorded" if value is None else text(value) for value in (keras, lightning)]
+    return cells[0] if keras == lightning and keras is not None else " / ".join(cells)

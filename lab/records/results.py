@@ -6,6 +6,8 @@ Fields:
   model, dataset       model name, dataset name; data_source says which files were read
   hyperparameters      every setting of the run (lab.config.settings.ExperimentSettings as a dict)
   params               {"total": int, "trainable": int}
+  flops_per_image      forward FLOPs of one image: 2 per multiply-add of the convolutions and dense layers
+                       (lab.specs.architectures.forward_flops); absent in runs made before it was recorded
   test                 {"loss": float, "accuracy": float,  (accuracy micro-averaged, in [0, 1])
                         "weights": "last" | "best", "weights_epoch": int}  (--test-weights: the epoch tested)
   timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s",
@@ -53,6 +55,13 @@ def load_results(run_dir: str | Path) -> dict:
     if missing:
         raise LabError(f"{path} lacks the fields {', '.join(missing)}; it was not written by this version.")
     return results
+
+
+def achieved_gflops(results: dict) -> float | None:
+    """GFLOP/s achieved in training: 3x the forward FLOPs per training image (forward, and a backward of twice the
+    forward's), times the training images per second; None where the run recorded either not."""
+    flops, rate = results.get("flops_per_image"), (results.get("timing") or {}).get("images_per_s")
+    return None if flops is None or rate is None else 3 * flops * rate / 1e9
 
 
 def find_runs(root: str | Path) -> list[Path]:

@@ -9,6 +9,7 @@ import numpy as np
 from core.io import write_text_atomic
 from datamodules.batching import epoch_order
 from lab.config.machine import describe
+from lab.records.results import achieved_gflops
 from lab.reports import commentary, plots
 from lab.reports.analysis import WorstImage, confusion_counts, worst_classified
 from lab.specs import augmentation
@@ -81,14 +82,30 @@ def summary_lines(results: dict) -> list[str]:
         f"- Model: {results['model']}",
         f"- Dataset: {results['dataset']} ({results['data_source']}){size}",
         f"- Parameters: {params['total']:,} ({params['trainable']:,} trainable)",
+        f"- FLOPs per image: {flops_text(results.get('flops_per_image'))}",
         f"- Epochs: {run}" + (f" of {planned} planned" if planned not in (None, run) else ""),
         *_tested_line(results),
         _devices_line(results),
         f"- Epoch time: first {_num(timing.get('first_epoch_s'), '.2f', 's')}, "
         f"steady {_num(timing.get('steady_epoch_s'), '.2f', 's')}",
-        f"- Images per second: {_num(timing.get('images_per_s'), ',.0f')}",
+        f"- Images per second: {_num(timing.get('images_per_s'), ',.0f')}{_achieved(results)}",
         f"- Finished at: {results['finished_at']}",
     ]
+
+
+def flops_text(flops: int | None) -> str:
+    """E.g. '3.63 GFLOPs forward'; runs made before FLOPs were recorded say so."""
+    if flops is None:
+        return "not recorded"
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}FLOPs forward"
+    return f"{flops} FLOPs forward"
+
+
+def _achieved(results: dict) -> str:
+    gflops = achieved_gflops(results)
+    return "" if gflops is None else f" in training, {gflops:,.3g} GFLOP/s achieved (3x the forward FLOPs per image)"
 
 
 def _tested_line(results: dict) -> list[str]:

@@ -50,6 +50,9 @@ class Trained:
     layout: dict = field(default_factory=dict)  # world size and batches (lab.config.devices.DevicePlan.batches)
     tested: dict = field(default_factory=dict)  # which weights gave test_logits (tested_weights)
     profile: dict | None = None  # where a steady step's time goes (lab.records.profile.breakdown), machine not named
+    # Forward FLOPs per image the backend counted on its own network, for a zoo backbone, which no spec describes
+    # (a spec network's are counted once, from its spec: lab.run.runner.flops_per_image)
+    zoo_flops: int | None = None
 
 
 class Backend(Protocol):
@@ -89,7 +92,7 @@ def tested_weights(test_weights: str, history: list[dict], phases: list[Phase] =
 
 def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, record: RunRecord, device: str,
             layout: dict, test_weights: str, log: TransferLog | None = None, phases: list[Phase] = (),
-            profile: dict | None = None) -> Trained:
+            profile: dict | None = None, zoo_flops: int | None = None) -> Trained:
     """The Trained a backend returns, test_logits from the `test_weights` (last or best); a transfer run (its
     log given) records its last phase first and reports its phases in `extra`."""
     tested = tested_weights(test_weights, record.history, phases)
@@ -97,7 +100,7 @@ def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, rec
     if log is not None:
         log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
         extra = log.summary(phases, record.history)
-    return Trained(test_logits, params, record, device, extra, layout, tested, profile)
+    return Trained(test_logits, params, record, device, extra, layout, tested, profile, zoo_flops)
 
 
 def get_backend(name: str) -> Backend:

@@ -22,13 +22,15 @@ from lab.config.data import load_data
 from lab.config.machine import describe_device, machine_info
 from lab.config.settings import ExperimentSettings, make_settings, settings_from_args
 from lab.progress import progress
-from lab.records.results import PREDICTIONS_FILE, save_results
+from lab.records.results import PREDICTIONS_FILE, achieved_gflops, save_results
 from lab.records.rundirs import find_resumable, load_settings, new_run_dir, next_run_dir, save_settings
 from lab.reports.metrics import accuracy, cross_entropy, softmax
-from lab.reports.report import write_run_outputs
+from lab.reports.report import flops_text, write_run_outputs
 from lab.run.backend import TITLES, Backend, Trained, get_backend, tensorboard_hparams
+from lab.specs.architectures import forward_flops
 from lab.specs.augmentation import check_settings as check_augmentation
 from lab.specs.models import model_spec
+from lab.specs.zoo import is_backbone
 
 
 def run(backend: str, args: argparse.Namespace) -> Path | None:
@@ -131,6 +133,7 @@ def build_results(backend: str, settings: ExperimentSettings, splits: DataSplits
         "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "hyperparameters": settings.to_dict(),
         "params": {"total": trained.params.total, "trainable": trained.params.trainable},
+        "flops_per_image": flops_per_image(settings, splits, trained),
         "test": {"loss": loss, "accuracy": acc, **trained.tested},
         "timing": trained.record.timing(compiled=settings.compile),
         "history": trained.record.history,
@@ -145,19 +148,34 @@ def build_results(backend: str, settings: ExperimentSettings, splits: DataSplits
     }
 
 
+def flops_per_image(settings: ExperimentSettings, splits: DataSplits, trained: Trained) -> int | None:
+    """Forward FLOPs of one image, one definition for both backends (lab.specs.architectures.forward_flops): a spec
+    network's from its spec, the same figure whichever backend trained it; a zoo backbone's as the backend counted
+    them on its own network (the two backends' resnet differ)."""
+    if is_backbone(settings.model):
+        return trained.zoo_flops
+    return forward_flops(model_spec(settings, splits.input_shape, splits.num_classes), splits.input_shape)
+
+
 def _save_predictions(run_dir: Path, probs: np.ndarray, labels: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, probs=probs.astype(np.float32), labels=labels)
     write_bytes_atomic(run_dir / PREDICTIONS_FILE, buffer.getvalue())
 
 
+def _gflops(results: dict) -> str:
+    gflops = achieved_gflops(results)
+    return "" if gflops is None else f", {gflops:,.3g} GFLOP/s"
+
+
 def print_summary(results: dict, run_dir: Path) -> None:
     t = results["timing"]
     print(f"\n{TITLES[results['backend']]} | {results['model']} on {results['dataset']} | "
-          f"{results['params']['total']:,} parameters | {results['epochs_run']} epochs on {results['device']}")
+          f"{results['params']['total']:,} parameters, {flops_text(results['flops_per_image'])} per image | "
+          f"{results['epochs_run']} epochs on {results['device']}")
     print(f"test accuracy {results['test']['accuracy']:.2%}, test loss {results['test']['loss']:.4f}")
     print(f"training time {t['total_s']:.2f} s (first epoch {t['first_epoch_s']:.2f} s, then "
-          f"{t['steady_epoch_s']:.2f} s per epoch, {t['images_per_s']:,.0f} images/s)")
+          f"{t['steady_epoch_s']:.2f} s per epoch, {t['images_per_s']:,.0f} images/s{_gflops(results)})")
     if t.get("compile_s") is not None:
         print(f"compiled: the first epoch took {t['compile_s']:.2f} s more than a steady one, compiling included")
     print(f"results: {run_dir}")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torchvision
+from pytorch_lightning.utilities import measure_flops
 from torch import nn
 from torch.nn import functional as F
 
@@ -79,6 +80,19 @@ def build_described(description: dict) -> nn.Module:
     transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms()
     head = nn.Sequential(*spec_modules(layers, (features,)))
     return BackboneNet(ZooInput(description["image_size"], transforms.mean, transforms.std), model, head)
+
+
+def zoo_flops(description: dict) -> int | None:
+    """Forward FLOPs of one image through a zoo backbone's network, its head included, as Lightning's measure_flops
+    (FlopCounterMode: lab.specs.architectures.forward_flops' definition) counts them on a copy built on the meta
+    device, which computes nothing; None for a spec network, which forward_flops counts from its spec."""
+    if "zoo" not in description:
+        return None
+    with torch.device("meta"):
+        net = build_described(description).eval()
+        images = torch.zeros((1, *description["input_shape"]), dtype=torch.uint8)
+    with torch.no_grad():
+        return measure_flops(net, lambda: net(images))
 
 
 def build_transfer(settings: ExperimentSettings, splits: DataSplits) -> TransferParts:

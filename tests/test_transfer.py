@@ -16,11 +16,12 @@ from lab.records.results import load_results
 from lab.run.backend import get_backend
 from lab.run.runner import finish, run_settings
 from lab.specs import phases as T
+from lab.specs.networks import describe
 from lab.specs.weight_sources import resolve_weights
 from lab.specs.zoo import BACKBONE_NAMES, BACKBONES
 from lightning_modules import training as torch_training
 from lightning_modules import weights as torch_weights
-from lightning_modules.components.backbones import build_transfer
+from lightning_modules.components.backbones import build_transfer, zoo_flops
 
 pytest.importorskip("keras")
 from core.frameworks import keras  # noqa: E402
@@ -334,6 +335,8 @@ def test_zoo_backbone_two_phase_run(backend, data_dir, cache, tmp_path):
     results = load_results(run_settings(backend, settings))
     assert [r["epoch"] for r in results["history"]] == [1, 2]
     assert results["extra"]["transfer"]["blocks"] == 13 and results["params"]["total"] > 900_000
+    # mobilenet is the same network on both backends, so Keras' count of its model is Lightning's measure_flops'
+    assert results["flops_per_image"] == zoo_flops(describe(settings, _splits(settings))) > 0
 
 
 # --- helpers -------------------------------------------------------------------------------------------------

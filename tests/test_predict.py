@@ -162,6 +162,12 @@ def test_bad_input_is_one_sentence_and_writes_nothing(runs, test_pngs, tmp_path,
         code, _, err = _predict(capsys, *argv, "--out", out)
         _assert_one_sentence(code, err, message)
         assert not out.exists()
+    (tmp_path / "notes.txt").write_text("mine")
+    for where, message in ((tmp_path / "empty", "is a folder"), (tmp_path / "notes.txt" / "p.csv", "is a file")):
+        code, _, err = _predict(capsys, runs["keras"], test_pngs, "--out", where)
+        _assert_one_sentence(code, err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "no-best", "notes.txt"]
+    assert not any((tmp_path / "empty").iterdir())
 
 
 def _old_lightning_run(run_dir: Path, where: Path) -> Path:

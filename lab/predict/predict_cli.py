@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from core.cli import run_command
+from core.errors import LabError
 from core.io import write_text_atomic
 from lab.predict.classify import CHECKPOINTS, Prediction, Predictions, classify
 
@@ -37,13 +38,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def predict(args: argparse.Namespace) -> Predictions:
+    out = csv_path(args.out)
     found = classify(args.run_dir, args.inputs, args.checkpoint, args.top_k, args.skip_bad, args.data_dir)
     print(table(found))
     for file in found.skipped:
         print(f"skipped (cannot be decoded): {file}", file=sys.stderr)
-    out = write_text_atomic(Path(args.out), csv_text(found.rows))
+    try:
+        write_text_atomic(out, csv_text(found.rows))
+    except OSError as e:
+        raise LabError(f"cannot write --out {out} ({e.strerror}); give a writable path.") from None
     print(f"{len(found.rows)} images classified with {found.checkpoint}; predictions: {out}")
     return found
+
+
+def csv_path(out: str) -> Path:
+    """--out, refused before any work when it cannot be a file."""
+    path = Path(out)
+    if path.is_dir():
+        raise LabError(f"--out {path} is a folder; give the path of the CSV file to write.")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise LabError(f"--out {path} cannot be created because {blocking} is a file; give another path.")
+    return path
 
 
 def resized(row: Prediction, input_size: tuple[int, int]) -> str:

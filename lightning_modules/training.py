@@ -22,7 +22,7 @@ from callbacks.lightning_finetuning import PhaseFinetuning
 from callbacks.lightning_profile import StepClock
 from callbacks.lightning_progress import RunningMetricsBar
 from callbacks.lightning_recorder import LightningRecorder
-from core.errors import LabError
+from core.errors import LabError, one_line
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.torch_data import ArraysDataModule
@@ -152,7 +152,11 @@ def load_classifier(checkpoint: Path, description: Callable[[], dict]) -> ImageC
     hparams = saved.get("hyper_parameters", {})
     model = ImageClassifier(description(), hparams.get("optimizer", "adam"), hparams.get("lr", 1e-3))
     model.on_load_checkpoint(saved)
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as e:  # a network whose layers have changed since
+        raise LabError(f"{checkpoint} does not fit the network its run's settings describe now "
+                       f"({one_line(e, limit=200)}); it was written by an older version of this project.") from None
     return model.eval()
 
 

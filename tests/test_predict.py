@@ -188,6 +188,9 @@ def test_an_old_lightning_checkpoint_is_rebuilt_from_the_runs_data(runs, test_pn
     expected = _run_probs(runs["lightning"])[:IMAGES]
     np.testing.assert_allclose([float(r["p_top1"]) for r in _read_csv(out)], expected.max(axis=1), atol=1e-5)
     settings = json.loads((old / "settings.json").read_text())
+    (old / "settings.json").write_text(json.dumps({**settings, "filters": settings["filters"] // 2}))
+    code, _, err = _predict(capsys, old, test_pngs, "--out", out)
+    _assert_one_sentence(code, err, "does not fit the network its run's settings describe")
     (old / "settings.json").write_text(json.dumps({**settings, "dataset": "folder", "data_dir": "/nonexistent"}))
     code, _, err = _predict(capsys, old, test_pngs, "--out", out, "--data-dir", tmp_path / "absent")
     _assert_one_sentence(code, err, "before checkpoints held their network", "mean and std", "--data-dir")

@@ -77,11 +77,13 @@ def classify(run_dir: str | Path, inputs: Iterable[str | Path], checkpoint: str 
 
 
 def image_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Each file as given, and each folder's images (.png, .jpg, .jpeg, .bmp) at any depth, sorted."""
+    """Each file as given, and each folder's images (.png, .jpg, .jpeg, .bmp) at any depth, sorted, hidden files
+    and folders left out as a folder dataset's are."""
     files = []
     for given in map(Path, inputs):
         if given.is_dir():
-            found = sorted(p for p in given.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(p for p in given.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(given).parts))
             if not found:
                 raise LabError(f"folder {given} holds no .png/.jpg/.jpeg/.bmp images; give image files or a folder "
                                "of them.")

@@ -3,13 +3,10 @@ atomically as checkpoints/last-epoch=NNN.keras, which --resume continues from.""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from core.frameworks import keras
-from lab.records.checkpoint_files import LAST, last_file
-
-_PATTERN = re.compile(rf"{LAST}-epoch=(\d+)\.keras$")
+from lab.records.checkpoint_files import keras_last_files, last_file
 
 
 class LastCheckpoint(keras.callbacks.Callback):
@@ -29,9 +26,4 @@ class LastCheckpoint(keras.callbacks.Callback):
 
 def find_last(directory: str | Path) -> list[tuple[Path, int]]:
     """Saved last checkpoints, newest epoch first, as (path, epochs done)."""
-    found = []
-    for path in Path(directory).glob(f"{LAST}-epoch=*.keras"):
-        match = _PATTERN.search(path.name)
-        if match:
-            found.append((path, int(match.group(1))))
-    return sorted(found, key=lambda item: -item[1])
+    return keras_last_files(directory)

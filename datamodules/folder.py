@@ -30,7 +30,7 @@ import numpy as np
 
 from core.errors import LabError
 from datamodules.base import ImageSet, RawDataset
-from datamodules.resize import resize_image
+from datamodules.resize import resize_image, resize_to
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -282,6 +282,24 @@ def _decode(name: str, data: bytes | None, shape: Shape) -> np.ndarray:
     except Exception as exc:  # PIL raises many types for damaged files
         raise LabError(f"Image {name} cannot be decoded ({type(exc).__name__}: {exc}); "
                        "replace or delete the file.") from None
+
+
+def read_image(path: str | Path, shape: tuple[int, int, int], policy: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image file as an H x W x C uint8 input of a network taking `shape` (H, W, C): grayscale for C = 1, else
+    RGB, modes converted as a folder's are; resized under `policy` (datamodules.resize) when its size differs.
+    Also its own (width, height). LabError naming the file when it cannot be decoded."""
+    height, width, channels = shape
+    try:
+        from PIL import Image  # lazy: keeps `import datamodules` light
+
+        with Image.open(path) as image:
+            own = image.size
+            image = _one_mode(image).convert("L" if channels == 1 else "RGB")
+            array = np.asarray(resize_to(image, (width, height), policy))
+    except Exception as exc:  # PIL raises many types for damaged files
+        raise LabError(f"Image {path} cannot be decoded ({type(exc).__name__}: {exc}); "
+                       "replace or delete the file.") from None
+    return array.reshape(height, width, channels), own
 
 
 def _one_mode(image):

@@ -19,13 +19,18 @@ RESIZE_POLICIES = ("stretch", "crop")
 
 def resize_image(image, size: int, policy: str):
     """A PIL image at size x size under `policy`."""
+    return resize_to(image, (size, size), policy)
+
+
+def resize_to(image, width_height: tuple[int, int], policy: str):
+    """A PIL image at width x height under `policy` (crop: the largest centred part of that aspect ratio)."""
     from PIL import Image, ImageOps  # lazy: keeps `import datamodules` light
 
-    if image.size == (size, size):
+    if image.size == tuple(width_height):
         return image
     if policy == "crop":
-        return ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR)
-    return image.resize((size, size), Image.Resampling.BILINEAR)
+        return ImageOps.fit(image, tuple(width_height), method=Image.Resampling.BILINEAR)
+    return image.resize(tuple(width_height), Image.Resampling.BILINEAR)
 
 
 def resize_array(images: np.ndarray, size: int, policy: str) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from lab.records.checkpoint_files import best_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import Trained, phase_stats, trained
+from lab.run.backend import LoadedNetwork, Trained, phase_stats, trained
 from lab.specs.models import model_spec
 from lab.specs.optimizer import OptimizerSpec
 from lab.specs.phases import Phase, TransferLog, is_transfer, plan_phases, transfer_details
@@ -78,6 +78,11 @@ class KerasBackend:
             for tag, value in metrics.items():
                 tf.summary.scalar(tag, value, step=0)
         writer.close()
+
+    def load_network(self, checkpoint: Path, description: Callable[[], dict]) -> LoadedNetwork:
+        """A .keras file holds the whole model; `description` is never needed."""
+        model = keras.models.load_model(checkpoint, safe_mode=True)
+        return LoadedNetwork(tuple(model.input_shape[1:]), lambda images: predict_logits(model, images))
 
 
 BACKEND = KerasBackend()

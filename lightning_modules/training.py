@@ -9,7 +9,7 @@ import signal
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,7 +22,7 @@ from callbacks.lightning_finetuning import PhaseFinetuning
 from callbacks.lightning_profile import StepClock
 from callbacks.lightning_progress import RunningMetricsBar
 from callbacks.lightning_recorder import LightningRecorder
-from core.errors import LabError
+from core.errors import LabError, one_line
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.torch_data import ArraysDataModule
@@ -32,7 +32,7 @@ from lab.records.checkpoint_files import best_file, last_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import Trained, phase_stats, trained
+from lab.run.backend import LoadedNetwork, Trained, phase_stats, trained
 from lab.specs.networks import describe
 from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import resolve_weights
@@ -79,6 +79,12 @@ class LightningBackend:
             logger.experiment.add_image(tag, array, step, dataformats="HWC")
         logger.log_hyperparams(hparams, metrics)
         logger.experiment.close()
+
+    def load_network(self, checkpoint: Path, description: Callable[[], dict]) -> LoadedNetwork:
+        model = load_classifier(checkpoint, description)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return LoadedNetwork(tuple(model.hparams.network["input_shape"]),
+                             lambda images: predict_logits(model, images, device))
 
 
 BACKEND = LightningBackend()
@@ -136,6 +142,23 @@ def best_model(run_dir: Path, model: ImageClassifier) -> ImageClassifier:
     path = best_checkpoint(run_dir, best_file("lightning"))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return model
+
+
+def load_classifier(checkpoint: Path, description: Callable[[], dict]) -> ImageClassifier:
+    """The ImageClassifier of a checkpoint, in eval mode on the CPU: ImageClassifier.load_from_checkpoint, or for a
+    checkpoint written before the network was among its hyperparameters, the network `description()` gives."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if "network" in saved.get("hyper_parameters", {}):
+        return ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    hparams = saved.get("hyper_parameters", {})
+    model = ImageClassifier(description(), hparams.get("optimizer", "adam"), hparams.get("lr", 1e-3))
+    model.on_load_checkpoint(saved)
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as e:  # a network whose layers have changed since
+        raise LabError(f"{checkpoint} does not fit the network its run's settings describe now "
+                       f"({one_line(e, limit=200)}); it was written by an older version of this project.") from None
+    return model.eval()
 
 
 def _model(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, fresh: bool,

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["lab-train-lightning", "lab-train-keras", "lab-tune-keras", "lab-tune-lightning", "lab-compare",
-            "lab-augment-compare", "lab-transfer-compare", "lab-run"]
+            "lab-augment-compare", "lab-transfer-compare", "lab-run", "lab-predict"]
 
 
 @pytest.mark.slow  # builds and installs a wheel: about a minute

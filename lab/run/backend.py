@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
@@ -55,6 +55,14 @@ class Trained:
     zoo_flops: int | None = None
 
 
+@dataclass(frozen=True)
+class LoadedNetwork:
+    """A finished run's network, loaded from one of its checkpoints to predict with."""
+
+    input_shape: tuple[int, int, int]  # (H, W, C) of the uint8 images it takes
+    logits: Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W x C -> N x classes, before any softmax
+
+
 class Backend(Protocol):
     name: str
 
@@ -75,6 +83,11 @@ class Backend(Protocol):
                    metrics: dict[str, float]) -> None:
         """Write figures (tag -> H x W x C uint8) and the HParams entry (settings, final metrics) to the run's
         TensorBoard log."""
+
+    def load_network(self, checkpoint: Path, description: Callable[[], dict]) -> LoadedNetwork:
+        """The network of one of this backend's checkpoints, without the run's data: a checkpoint holds its
+        network (a Lightning one in its hyperparameters); `description`, the run's lab.specs.networks.describe,
+        is called only for a Lightning checkpoint written before they did."""
 
 
 def phase_stats(params: ParamCount, test_logits: np.ndarray, labels: np.ndarray) -> PhaseStats:

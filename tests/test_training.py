@@ -148,7 +148,6 @@ def test_each_backend_is_a_plain_import_and_lightning_alone_loads_no_tensorflow(
     import sys
 
     code = ("import sys\n"
-            "import keras_models\n"
             "from lab.run.backend import get_backend\n"
             "from lightning_modules import BACKEND\n"
             "assert BACKEND is get_backend('lightning') and BACKEND.name == 'lightning'\n"

@@ -156,7 +156,7 @@ def _model(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, resu
     trainable flags and optimizer of its phase), else a new model with its initial weights."""
     saved = find_last(run_dir / CHECKPOINTS_DIR) if resume else []
     if saved:
-        model = keras.models.load_model(saved[0][0], safe_mode=True)
+        model = in_precision(keras.models.load_model(saved[0][0], safe_mode=True), settings.precision)
         model.jit_compile = settings.compile  # a checkpoint holds its own; the run's settings decide
         check_xla(model, settings.compile)
         return model, transfer_parts(model, settings, splits) if log is not None else None, saved[0][1]
@@ -164,6 +164,24 @@ def _model(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, resu
         return build_model(settings, splits), None, 0
     parts = _new_transfer(settings, splits, log)
     return parts.net, parts, 0
+
+
+def in_precision(model: keras.Model, precision: str) -> keras.Model:
+    """A loaded model computing in the run's precision. A .keras file keeps the dtype policy each layer was saved
+    with, though its variables are float32 under every policy; so that checkpoints go both ways between 32-bit and
+    mixed-precision runs, the layers saved under one of POLICIES take the run's, but the float32 logits."""
+    policy = POLICIES[precision]
+    for layer in _all_layers(model):
+        if layer.name != "logits" and layer.dtype_policy.name in POLICIES.values():
+            layer.dtype_policy = policy
+    return model
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _new_transfer(settings: ExperimentSettings, splits: DataSplits, log: TransferLog) -> TransferParts:

@@ -115,6 +115,8 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
     with warnings.catch_warnings():
         # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
         warnings.filterwarnings("ignore", message="The dirpath has changed")
+        # The summary's size in MB assumes 32 bits under bf16-mixed; so do the weights, which stay float32.
+        warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
         data = ArraysDataModule(splits, settings.batch_size, settings.seed)
         trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     profile = measure(trainer, model, data, clock) if clock else None

@@ -54,6 +54,7 @@ class KerasBackend:
         plan = plan_devices(settings, len(gpus), launch=Launch(None))
         _configure_gpus(gpus, hide=plan.accelerator == "cpu")
         if plan.accelerator == "cpu":
+            _refuse_bf16_without_onednn(plan.precision)
             _configure_cpus(plan.per_node)
             _op_determinism(not settings.compile)
         return plan
@@ -252,6 +253,15 @@ def _configure_cpus(count: int) -> None:
     if have < count:
         raise LabError(f"--devices {count} asks for {count} CPU replicas but TensorFlow already started in this "
                        f"process with {have}; run the command in a new process.")
+
+
+def _refuse_bf16_without_onednn(precision: str) -> None:
+    """Without oneDNN TensorFlow computes bfloat16 in Eigen's emulation: a cifar_cnn epoch took 5.6x float32's
+    (bench/README.md, bf16-mixed on the CPU)."""
+    if precision == "bf16-mixed" and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false"):
+        raise LabError("--precision bf16-mixed on the CPU needs TensorFlow's oneDNN kernels, which "
+                       "TF_ENABLE_ONEDNN_OPTS=0 turns off (bfloat16 then runs 5x slower than float32); unset it or "
+                       "use --precision 32.")
 
 
 def _refuse_multi_worker(settings: ExperimentSettings) -> None:

@@ -173,3 +173,13 @@ def test_run_lab_gives_every_run_its_precision(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         whole_lab.run_lab(args)
     assert len(seen) >= 3 and set(seen) == {"bf16-mixed"}
+
+
+@needs_bf16
+def test_keras_refuses_bf16_on_the_cpu_without_onednn(monkeypatch):
+    from core.errors import LabError
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    with pytest.raises(LabError, match="TF_ENABLE_ONEDNN_OPTS=0"):
+        keras_training.BACKEND.plan_devices(make_settings({**BASE, "precision": "bf16-mixed"}))
+    keras_training.BACKEND.plan_devices(make_settings({**BASE, "precision": "32"}))  # float32 runs either way

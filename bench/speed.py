@@ -7,8 +7,9 @@ The ways: the fair hand-written PyTorch loop (bench.common.fair_torch_loop: the 
 validation metrics both backends record, over preloaded tensors); a bare Lightning Trainer (the project's module
 and batches, no callbacks, logger, checkpoints or progress bar: Lightning's own loop); the project's Lightning
 path; plain Keras model.fit on arrays; the project's Keras path. --compile adds the hand loop under
-torch.compile and both project paths with --compile. Each round runs every way once, in reverse order every
-other round; the first epoch of each run is warm-up (and compiling) and left out.
+torch.compile and both project paths with --compile; --bf16 both project paths with --precision bf16-mixed. Each
+round runs every way once, in reverse order every other round; the first epoch of each run is warm-up (and
+compiling) and left out.
 
 --paired starts the ways of a round together and lets them take turns, one epoch each (bench.common.Baton),
 so that their epochs alternate seconds apart instead of runs minutes apart.
@@ -49,9 +50,11 @@ EAGER = {"hand": "fair hand-written PyTorch loop", "bare-lightning": "bare Light
          "lightning": "project Lightning", "keras-fit": "plain Keras fit", "keras": "project Keras"}
 COMPILED = {"hand-compiled": "fair hand loop, torch.compile", "lightning-compiled": "project Lightning --compile",
             "keras-compiled": "project Keras --compile"}
+MIXED = {"lightning-bf16": "project Lightning bf16-mixed", "keras-bf16": "project Keras bf16-mixed"}
 BASELINE = "@baseline"  # a way run from --baseline's copy of the project (an earlier commit)
-TORCH_ONLY = ("hand", "hand-compiled", "bare-lightning", "lightning", "lightning-compiled")
-PROJECT = ("bare-lightning", "lightning", "keras", "lightning-compiled", "keras-compiled")
+TORCH_ONLY = ("hand", "hand-compiled", "bare-lightning", "lightning", "lightning-compiled", "lightning-bf16")
+PROJECT = ("bare-lightning", "lightning", "keras", "lightning-compiled", "keras-compiled", "lightning-bf16",
+           "keras-bf16")
 # (numerator, denominator, what it says)
 RATIOS = (("lightning", "hand", "project Lightning / fair hand loop (target <= 1.10x)"),
           ("bare-lightning", "hand", "bare Lightning Trainer / fair hand loop (Lightning's own loop)"),
@@ -61,7 +64,9 @@ RATIOS = (("lightning", "hand", "project Lightning / fair hand loop (target <= 1
           ("lightning-compiled", "hand-compiled", "project Lightning --compile / compiled hand loop"),
           ("lightning-compiled", "lightning", "project Lightning --compile / eager"),
           ("hand-compiled", "hand", "compiled hand loop / eager"),
-          ("keras-compiled", "keras", "project Keras --compile / eager"))
+          ("keras-compiled", "keras", "project Keras --compile / eager"),
+          ("lightning-bf16", "lightning", "project Lightning bf16-mixed / 32"),
+          ("keras-bf16", "keras", "project Keras bf16-mixed / 32"))
 
 
 def project_run(backend: str, settings: ExperimentSettings, splits, baton: Baton | None = None
@@ -157,7 +162,9 @@ def run_way(way: str, settings: ExperimentSettings, splits, baton: Baton | None 
     if way == "keras-fit":
         return plain_keras_fit(settings, splits, settings.epochs, baton), None
     backend = way.split("-")[0]
-    return project_run(backend, replace(settings, compile=way.endswith("-compiled")), splits, baton)
+    precision = "bf16-mixed" if way.endswith("-bf16") else settings.precision
+    return project_run(backend, replace(settings, compile=way.endswith("-compiled"), precision=precision), splits,
+                       baton)
 
 
 def _accelerator(settings: ExperimentSettings) -> str:
@@ -242,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds over the ways (default 5)")
     parser.add_argument("--gpus", type=int, default=None, help="GPUs for every way (default: auto)")
     parser.add_argument("--compile", action="store_true", help="add the compiled ways")
+    parser.add_argument("--bf16", action="store_true", help="add the project ways in bf16-mixed (a CPU needs "
+                                                            "bfloat16 units, lab.config.devices)")
     parser.add_argument("--threads", type=int, default=None,
                         help="compute threads of each way's process (PyTorch and TensorFlow; default: theirs)")
     parser.add_argument("--ways", default=None, help=f"comma-separated subset of {', '.join({**EAGER, **COMPILED})}")
@@ -256,9 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.way:
         return child(args)
-    ways = {**EAGER, **(COMPILED if args.compile else {})}
+    ways = {**EAGER, **(COMPILED if args.compile else {}), **(MIXED if args.bf16 else {})}
     if args.ways:
-        ways = {key: {**EAGER, **COMPILED}[key] for key in args.ways.split(",")}
+        ways = {key: {**EAGER, **COMPILED, **MIXED}[key] for key in args.ways.split(",")}
     if args.baseline:
         ways = {**ways, **{k + BASELINE: f"{v} (baseline)" for k, v in ways.items() if k in PROJECT}}
     with tempfile.TemporaryDirectory() as logs:

@@ -54,6 +54,7 @@ class KerasBackend:
         plan = plan_devices(settings, len(gpus), launch=Launch(None))
         _configure_gpus(gpus, hide=plan.accelerator == "cpu")
         if plan.accelerator == "cpu":
+            _refuse_bf16_without_onednn(plan.precision)
             _configure_cpus(plan.per_node)
             _op_determinism(not settings.compile)
         return plan
@@ -162,7 +163,7 @@ def _model(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, resu
     trainable flags and optimizer of its phase), else a new model with its initial weights."""
     saved = find_last(run_dir / CHECKPOINTS_DIR) if resume else []
     if saved:
-        model = keras.models.load_model(saved[0][0], safe_mode=True)
+        model = in_precision(keras.models.load_model(saved[0][0], safe_mode=True), settings.precision)
         model.jit_compile = settings.compile  # a checkpoint holds its own; the run's settings decide
         check_xla(model, settings.compile)
         return model, transfer_parts(model, settings, splits) if log is not None else None, saved[0][1]
@@ -170,6 +171,24 @@ def _model(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, resu
         return build_model(settings, splits), None, 0
     parts = _new_transfer(settings, splits, log)
     return parts.net, parts, 0
+
+
+def in_precision(model: keras.Model, precision: str) -> keras.Model:
+    """A loaded model computing in the run's precision. A .keras file keeps the dtype policy each layer was saved
+    with, though its variables are float32 under every policy; so that checkpoints go both ways between 32-bit and
+    mixed-precision runs, the layers saved under one of POLICIES take the run's, but the float32 logits."""
+    policy = POLICIES[precision]
+    for layer in _all_layers(model):
+        if layer.name != "logits" and layer.dtype_policy.name in POLICIES.values():
+            layer.dtype_policy = policy
+    return model
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _new_transfer(settings: ExperimentSettings, splits: DataSplits, log: TransferLog) -> TransferParts:
@@ -240,6 +259,15 @@ def _configure_cpus(count: int) -> None:
     if have < count:
         raise LabError(f"--devices {count} asks for {count} CPU replicas but TensorFlow already started in this "
                        f"process with {have}; run the command in a new process.")
+
+
+def _refuse_bf16_without_onednn(precision: str) -> None:
+    """Without oneDNN TensorFlow computes bfloat16 in Eigen's emulation: a cifar_cnn epoch took 5.6x float32's
+    (bench/README.md, bf16-mixed on the CPU)."""
+    if precision == "bf16-mixed" and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false"):
+        raise LabError("--precision bf16-mixed on the CPU needs TensorFlow's oneDNN kernels, which "
+                       "TF_ENABLE_ONEDNN_OPTS=0 turns off (bfloat16 then runs 5x slower than float32); unset it or "
+                       "use --precision 32.")
 
 
 def _refuse_multi_worker(settings: ExperimentSettings) -> None:

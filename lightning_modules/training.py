@@ -106,7 +106,8 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
     phases = plan_phases(settings, len(parts.blocks) if parts else 0)
     if parts is not None:
         def phase_end(index: int, trainer: pl.Trainer) -> None:  # the next epoch puts the module back in training
-            logits = predict_logits(model, splits.test.images, trainer.strategy.root_device)
+            with trainer.precision_plugin.forward_context():  # in the run's precision, as validation
+                logits = predict_logits(model, splits.test.images, trainer.strategy.root_device)
             log.finish_phase(index, phase_stats(count_params(model.net), logits, splits.test.labels))
 
         callbacks = (PhaseFinetuning(parts, phases, _epochs_done(ckpt), on_phase_end=phase_end), *callbacks)
@@ -121,6 +122,8 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
     with warnings.catch_warnings():
         # A Hyperband continuation starts from its parent's checkpoints, copied from the parent's folder.
         warnings.filterwarnings("ignore", message="The dirpath has changed")
+        # The summary's size in MB assumes 32 bits under bf16-mixed; so do the weights, which stay float32.
+        warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
         data = ArraysDataModule(splits, settings.batch_size, settings.seed)
         trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     profile = measure(trainer, model, data, clock) if clock else None
@@ -131,8 +134,10 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
     device = trainer.strategy.root_device
     # the other ranks' test logits are never used
     tested = best_model(run_dir, model) if settings.test_weights == "best" and writes else model
-    return trained(predict_logits(tested, splits.test.images, device), splits.test.labels, count_params(model.net),
-                   record, plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
+    with trainer.precision_plugin.forward_context():  # the test set in the run's precision, as Keras predicts
+        logits = predict_logits(tested, splits.test.images, device)
+    return trained(logits, splits.test.labels, count_params(model.net), record,
+                   plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
                    plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
                    zoo_flops(describe(settings, splits)))
 

@@ -57,6 +57,7 @@ def _assert_one_line_error(code, err, message):
     (["--accelerator", "cpu", "--devices", "0,1"], "names GPU indices"),
     (["--test-weights", "first"], "invalid choice"),
     (["--progress", "bars"], "invalid choice"),
+    (["--accelerator", "cpu", "--precision", "16-mixed"], "--precision 16-mixed needs a GPU"),
 ])
 @pytest.mark.parametrize("script", list(SCRIPTS))
 def test_bad_input(script, args, message, tmp_path, monkeypatch, capsys):

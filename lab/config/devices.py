@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core import cpu_bf16
 from core.errors import LabError
 from lab.config.launch import Launch, detect
 from lab.settings_group import SettingsGroup
@@ -78,8 +79,7 @@ def plan_devices(settings: ExperimentSettings, gpus_available: int, launch: Laun
 def _plan(settings: DeviceSpec, gpus_available: int, launch: Launch) -> DevicePlan:
     accelerator, wanted = _wanted(settings, gpus_available, launch)
     if accelerator == "cpu":
-        if settings.precision == "16-mixed":
-            raise LabError("precision 16-mixed needs a GPU; use --precision 32 or bf16-mixed on the CPU.")
+        _check_cpu_precision(settings.precision)
         if isinstance(wanted, list):
             raise LabError(f"--devices {settings.devices} names GPU indices but this run trains on the CPU; "
                            "give a count, e.g. --devices 2.")
@@ -97,6 +97,15 @@ def _plan(settings: DeviceSpec, gpus_available: int, launch: Launch) -> DevicePl
         raise LabError(f"GPU index {bad[0]} does not exist: this machine has {gpus_available} GPU(s), "
                        f"numbered 0 to {gpus_available - 1}.")
     return _checked(DevicePlan("gpu", wanted, settings.precision, *_layout(settings, launch), launch), launch)
+
+
+def _check_cpu_precision(precision: str) -> None:
+    if precision == "16-mixed":
+        raise LabError("--precision 16-mixed needs a GPU: CPUs have no float16 units that PyTorch or TensorFlow "
+                       "train with; use --precision 32, or bf16-mixed on a CPU with bfloat16 units.")
+    if precision == "bf16-mixed" and not cpu_bf16.cpu_has_bf16():
+        raise LabError("--precision bf16-mixed on the CPU needs bfloat16 units (AVX512-BF16 or AMX on x86, BF16 "
+                       "on Arm), which this CPU lacks, and would run slower than float32; use --precision 32.")
 
 
 def require_one_device(settings: ExperimentSettings | DeviceSpec, launch: Launch | None = None) -> None:

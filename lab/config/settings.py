@@ -138,7 +138,8 @@ HELP = {
                  "launcher, else 1)",
     "strategy": "Lightning: the Trainer's strategy with several devices: auto (ddp), ddp or ddp_spawn",
     "sync_batchnorm": "synchronise BatchNorm statistics across devices (true/false)",
-    "precision": "numeric precision: 32, 16-mixed or bf16-mixed (the last two need a GPU)",
+    "precision": "numeric precision: 32, 16-mixed (a GPU) or bf16-mixed (a GPU, or a CPU with bfloat16 units: "
+                 "AVX512-BF16 or AMX, e.g. AMD Zen 4, Intel since Cooper Lake)",
     "compile": "compile the network for speed: torch.compile (Lightning; needs a C++ compiler on the CPU, triton "
                "on a GPU) or XLA (Keras' jit_compile); the first epoch then includes the compiling (true/false)",
     "profile": "after training, time where a steady step goes (compute, data, the framework's loop) for "

@@ -122,12 +122,13 @@ def _tested_line(results: dict) -> list[str]:
 
 
 def _devices_line(results: dict) -> str:
-    """E.g. '- Devices: cpu x2, batch 32 (16 per device)'; runs of earlier versions recorded no layout."""
-    layout = results.get("distributed") or {}
-    batch = results["hyperparameters"].get("batch_size")
+    """E.g. '- Devices: cpu x2, batch 32 (16 per device), precision bf16-mixed'; runs of earlier versions recorded
+    no layout."""
+    layout, hp = results.get("distributed") or {}, results["hyperparameters"]
+    batch = hp.get("batch_size")
     if layout.get("world_size", 1) > 1:
         batch = f"{layout['global_batch']} ({layout['per_device_batch']} per device on {layout['world_size']})"
-    return f"- Devices: {results.get('device', '-')}, batch {batch}"
+    return f"- Devices: {results.get('device', '-')}, batch {batch}, precision {hp.get('precision', '32')}"
 
 
 def transfer_section(extra: dict, heading: str = "####") -> list[str]:

@@ -30,8 +30,9 @@ def _pins(lines) -> dict[str, str]:
 
 def _direct() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = [r for reqs in project["optional-dependencies"].values() for r in reqs]
-    return [Requirement(r) for r in project["dependencies"] + extras]
+    extras = [Requirement(r) for reqs in project["optional-dependencies"].values() for r in reqs]
+    own = canonicalize_name(project["name"])  # dev includes the export extra as dual-lab[export]
+    return [Requirement(r) for r in project["dependencies"]] + [r for r in extras if canonicalize_name(r.name) != own]
 
 
 def _make(*args) -> list[str]:

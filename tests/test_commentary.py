@@ -10,7 +10,7 @@ from test_compare import make_run
 from lab.pipeline.plan import PRESETS, SPREAD_KEY, experiments
 from lab.pipeline.versus import versus_part
 from lab.pipeline.whole_lab import build_parser
-from lab.pipeline.writeup import lab_spread
+from lab.pipeline.writeup import section_spread
 from lab.reports import commentary as c
 from lab.reports.analysis import confusion_counts, worst_classified
 from lab.reports.comparison import compare_runs
@@ -102,7 +102,8 @@ def test_the_augmentation_lesson_follows_the_curves():
     assert c.augmentation_lesson(overfit, overfit, 2.0, spread).startswith("Augmentation pays off here: +2.00")
     later = c.augmentation_lesson(overfit, overfit, 0.3, spread)
     assert later.startswith("The model without augmentation overfits from epoch 4") and "+0.30 points" in later
-    assert "(unknown here)" in c.augmentation_lesson(overfit, overfit, 0.3, None)
+    assert "not beyond the run-to-run spread of 0.50 points (seeds)" in later
+    assert "+0.30 points, and the run-to-run spread is unknown" in c.augmentation_lesson(overfit, overfit, 0.3, None)
 
 # --- the worst images ---------------------------------------------------------------------------------------
 
@@ -204,13 +205,14 @@ def test_the_lab_measures_its_spread_with_a_second_seed(tmp_path):
         ["--no-spread-seed"]).spread_seed
 
     runs = lab_runs(tmp_path, {"keras": (0.970, 0.965), "lightning": (0.950, 0.962)})
-    spread = lab_spread(runs)
+    spread = section_spread(runs, "mnist")
     assert spread.points == pytest.approx(1.2)
-    assert spread.how == "the first CNN's largest change from seed 5 to 6 on Keras and PyTorch"
-    assert lab_spread({b: {"mnist": {"first_cnn": r["mnist"]["first_cnn"]}} for b, r in runs.items()}) is None
-    text = "\n".join(versus_part(runs, ["mnist"], tmp_path, spread))
+    assert spread.how == "first_cnn, seed 5 vs 6, the larger change of Keras and PyTorch"
+    assert not section_spread({b: {"mnist": {"first_cnn": r["mnist"]["first_cnn"]}} for b, r in runs.items()},
+                              "mnist").known
+    text = "\n".join(versus_part(runs, ["mnist"], tmp_path, {"mnist": spread}))
     assert "first_cnn: Keras is more accurate than PyTorch Lightning: 97.00% against 95.00%" in text
-    assert "The 2.00-point difference is beyond the run-to-run spread of 1.20 points" in text
+    assert "The 2.00-point difference is beyond section 1's run-to-run spread of 1.20 points" in text
     assert f"{SPREAD_KEY}: Keras is more accurate than PyTorch Lightning: 96.50% against 96.20%" in text
     assert "The 0.30-point difference is within noise" in text
 
@@ -218,10 +220,10 @@ def test_the_lab_measures_its_spread_with_a_second_seed(tmp_path):
 def test_a_lesson_shows_only_beyond_the_spread():
     spread = c.Spread(0.5, "seeds")
     assert c.lesson_comment("the gain from transfer", 2.0, spread, "x") == \
-        "The gain from transfer shows here: +2.00 points, beyond the run-to-run spread."
+        "The gain from transfer shows here: +2.00 points, beyond the run-to-run spread of 0.50 points (seeds)."
     assert c.lesson_comment("the gain from transfer", 0.4, spread, "use fewer images") == (
-        "The gain from transfer does not show in this run (+0.40 points, within the run-to-run spread of 0.50): "
-        "use fewer images.")
+        "The gain from transfer does not show in this run (+0.40 points, within the run-to-run spread of 0.50 "
+        "points (seeds)): use fewer images.")
     assert "(-1.00 points): more" in c.lesson_comment("the search's improvement", -1.0, spread, "more")
     assert "(+2.00 points, and the run-to-run spread is unknown)" in c.lesson_comment("it", 2.0, None, "more")
 

@@ -47,12 +47,12 @@ def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
             "--out", str(tmp_path / "lab"), "--backends", backends]
     assert main(args) == 0
     out = capsys.readouterr().out
-    runs = len(backends.split(",")) * 10  # section 1: 4 runs (a second seed), 2: 1, 3: 2, 4: 3
+    runs = len(backends.split(",")) * 13  # each section's runs and its baseline's next seed: 1: 4, 2: 2, 3: 3, 4: 4
     assert re.findall(r"run (\d+) of (\d+): ", out) == [(str(k), str(runs)) for k in range(1, runs + 1)]
     first = in_training_order(backends.split(","))[0]  # run_lab trains one backend after the other, in this order
     assert "run 1 of %d: mnist, first CNN, %s" % (runs, first) in out
     assert re.search(r"time left: about \d+ s for 1 run\(s\), plus 4 run\(s\) of a kind not timed yet", out) \
-        or len(backends.split(",")) == 2  # one backend: after section 2's CNN, which section 3 reuses
+        or len(backends.split(",")) == 2  # one backend: after section 3's augmented CNN (its next seed reused)
     report = (tmp_path / "lab" / "lab-report.md").read_text()
     for heading in ("### 1.2. First CNN", "### 1.3. Comparison", "### 1.4. Model improvement",
                     "## 2. Convolutional Neural Network on CIFAR10", "## 3. Data augmentation",
@@ -61,7 +61,12 @@ def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
     assert "class0, class1" in report and "class2, class3" in report
     assert "| X |" not in report and "TODO" not in report and "nan" not in report
     assert "`digits`" in report and "`folder`" in report
-    assert report.count("Trained again with seed 1") == len(backends.split(","))  # the run-to-run spread
+    assert report.count("Trained again with seed 1") == 4 * len(backends.split(","))  # each section's spread
+    backends_parts = report.split("# Keras against PyTorch Lightning")[0]  # each section's sentences name its spread
+    parts = re.split(r"^## (\d)\. ", backends_parts, flags=re.MULTILINE)
+    named = [(number, re.findall(r"section (\d)'s run-to-run spread", text)) for number, text in zip(parts[1::2],
+                                                                                                  parts[2::2])]
+    assert all(set(spreads) <= {number} for number, spreads in named) and any(spreads for _, spreads in named), named
     assert "Best validation epoch" in report and "run-to-run spread" in report
     for link in re.findall(r'<img src="([^"]+)"', report):
         assert (tmp_path / "lab" / link).is_file(), link

@@ -44,8 +44,17 @@ class Experiment:
     seed_offset: int = 0  # added to the lab's --seed: 1 for the run that measures the run-to-run spread
 
 
-# The first CNN again with seed + 1, everything else the same: the run-to-run spread the comparisons judge by.
-SPREAD_KEY = "first_cnn_next_seed"
+# Each section's baseline again with seed + 1, everything else the same: the run-to-run spread that the section's
+# comparisons judge by. Sections 2 and 3 share one baseline (cifar_cnn), so one spread run.
+BASELINES = {"mnist": "first_cnn", "cifar": "cifar_cnn", "augmentation": "cifar_cnn", "transfer": "from_scratch"}
+SPREAD_KEYS = {"mnist": "first_cnn_next_seed", "cifar": "cifar_cnn_next_seed", "augmentation": "cifar_cnn_next_seed",
+               "transfer": "from_scratch_next_seed"}
+SPREAD_KEY = SPREAD_KEYS["mnist"]  # section 1's, the lab's only spread before each section had its own
+
+
+def spread_key(section: str) -> str:
+    """The key of a section's spread run, e.g. "cifar_cnn_next_seed"."""
+    return SPREAD_KEYS[section]
 
 
 def describe_preset(name: str) -> str:
@@ -81,13 +90,20 @@ def parse_sections(text: str) -> list[str]:
 def experiments(section: str, preset: dict, mnist: dict, cifar: dict, cifar_classes: int = 10,
                 spread: bool = True) -> list[Experiment]:
     """The runs a section needs, as settings overrides (dataset settings included). Section 1.4's tuned
-    model is not among them: it comes out of the search (lab.pipeline.tuned). spread adds the first CNN
-    with the next seed to section 1."""
+    model is not among them: it comes out of the search (lab.pipeline.tuned). spread adds the section's
+    baseline with the next seed (spread_key)."""
+    exps = _section_experiments(section, preset, mnist, cifar, cifar_classes)
+    if not spread:
+        return exps
+    baseline = next(exp for exp in exps if exp.key == BASELINES[section])
+    return [*exps, Experiment(spread_key(section), f"{baseline.label}, next seed", baseline.settings, seed_offset=1)]
+
+
+def _section_experiments(section: str, preset: dict, mnist: dict, cifar: dict, cifar_classes: int) -> list[Experiment]:
     if section == "mnist":
         cnn = first_cnn(preset, mnist)
-        again = [Experiment(SPREAD_KEY, "first CNN, next seed", cnn, seed_offset=1)] if spread else []
         return [Experiment("first_cnn", "first CNN", cnn),
-                Experiment("mlp", "MLP baseline", {**cnn, "model": "mlp", "hidden": 128, "layers": 2}), *again]
+                Experiment("mlp", "MLP baseline", {**cnn, "model": "mlp", "hidden": 128, "layers": 2})]
     cifar_cnn = {**cifar, "model": "cifar_cnn", "epochs": preset["cifar_epochs"], "batch_size": 64,
                  "train_images": preset["cifar_train_images"],
                  "width": preset["width"], "depth": preset["depth"], "dense_units": preset["dense_units"]}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.pipeline.plan import SPREAD_KEY
+from lab.pipeline.plan import BASELINES, spread_key
 from lab.pipeline.writeup import (
     comparison_table,
     curves_figure,
@@ -20,7 +20,8 @@ from lab.tuning.trials import CSV_FILE, SUMMARY_FILE, best_table, trial_counts
 
 def mnist(backend: str, runs: dict[str, Path], report_dir: Path, search=None, spread=None) -> list[str]:
     cnn, mlp = rows_for([("first CNN", runs["first_cnn"]), ("MLP baseline", runs["mlp"])])
-    lines = ["### 1.2. First CNN", "", *run_block(runs["first_cnn"], report_dir), "", *next_seed(runs), "<br>", "",
+    lines = ["### 1.2. First CNN", "", *run_block(runs["first_cnn"], report_dir), "",
+             *next_seed(runs, "mnist", "the first CNN"), "<br>", "",
              "### 1.3. Comparison", "", "The first CNN against the dense (MLP) baseline, same data and epochs.", "",
              comparison_table([mlp, cnn]), "", versus_sentence("first CNN", cnn[1], "MLP baseline", mlp[1], spread),
              "", curves_figure([runs["mlp"], runs["first_cnn"]], report_dir, f"{backend}-mnist-models"), ""]
@@ -30,13 +31,15 @@ def mnist(backend: str, runs: dict[str, Path], report_dir: Path, search=None, sp
     return lines
 
 
-def next_seed(runs: dict[str, Path]) -> list[str]:
-    """The first CNN's run with the next seed, which measures the run-to-run spread (none with --no-spread-seed)."""
-    if SPREAD_KEY not in runs:
+def next_seed(runs: dict[str, Path], section: str, name: str) -> list[str]:
+    """The section's baseline (`name`) run with the next seed, which measures the section's run-to-run spread (none
+    with --no-spread-seed or in a lab made before each section had its own)."""
+    baseline, again = BASELINES[section], spread_key(section)
+    if baseline not in runs or again not in runs:
         return []
-    first, again = (load_results(runs[key]) for key in ("first_cnn", SPREAD_KEY))
-    return [seed_comment("the first CNN", first["hyperparameters"]["seed"], 100 * first["test"]["accuracy"],
-                         100 * again["test"]["accuracy"], same_test_set(runs["first_cnn"], runs[SPREAD_KEY])), ""]
+    first, second = (load_results(runs[key]) for key in (baseline, again))
+    return [seed_comment(name, first["hyperparameters"]["seed"], 100 * first["test"]["accuracy"],
+                         100 * second["test"]["accuracy"], same_test_set(runs[baseline], runs[again])), ""]
 
 
 def improvement(backend: str, runs: dict[str, Path], report_dir: Path, search, spread=None) -> list[str]:
@@ -54,7 +57,7 @@ def improvement(backend: str, runs: dict[str, Path], report_dir: Path, search, s
 
 
 def cifar(backend: str, runs: dict[str, Path], report_dir: Path, search=None, spread=None) -> list[str]:
-    return run_block(runs["cifar_cnn"], report_dir, heading="###")
+    return [*run_block(runs["cifar_cnn"], report_dir, heading="###"), "", *next_seed(runs, "cifar", "the CIFAR-10 CNN")]
 
 
 def augmentation(backend: str, runs: dict[str, Path], report_dir: Path, search=None, spread=None) -> list[str]:
@@ -63,6 +66,7 @@ def augmentation(backend: str, runs: dict[str, Path], report_dir: Path, search=N
     lines = ["The CIFAR-10 CNN trained without and with data augmentation (training batches only). "
              "The train-val gap is the last epoch's training accuracy minus its validation accuracy.", "",
              comparison_table([plain, augmented], with_gap=True), "",
+             *next_seed(runs, "augmentation", "the model without augmentation"),
              versus_sentence("augmented model", augmented[1], "model without augmentation", plain[1], spread),
              gap_comment("the augmented model", augmented[1]["gap"], "the model without augmentation",
                          plain[1]["gap"]),
@@ -86,6 +90,7 @@ def transfer(backend: str, runs: dict[str, Path], report_dir: Path, search=None,
             f"on the other classes ({second}) in two ways at the same budget: fine-tuned from the pretrained weights "
             "(a new head trained on the frozen network, then every layer), or from random initialisation.", "",
             comparison_table([pretrained, tuned, scratch]), "",
+            *next_seed(runs, "transfer", "the model trained from scratch"),
             versus_sentence("fine-tuned model", tuned[1], "model trained from scratch", scratch[1], spread),
             lesson_comment("the gain from transfer", tuned[1]["accuracy"] - scratch[1]["accuracy"], spread,
                            "transfer pays most on a small target set, where training from scratch has too few images"),

@@ -16,12 +16,15 @@ COLUMNS = ("Experiment", "Keras accuracy", "Lightning accuracy", "Keras time", "
            "Training GFLOP/s (Keras / Lightning)")
 
 
-def versus_part(runs: dict, sections: list[str], out: Path, spread: Spread | None = None) -> list[str]:
+def versus_part(runs: dict, sections: list[str], out: Path, spreads: dict[str, Spread] | None = None) -> list[str]:
+    """spreads: each section's run-to-run spread (lab.pipeline.writeup.section_spreads), against which its rows'
+    accuracy differences are weighed; a section without one says its spread is unknown."""
     lines = ["# Keras against PyTorch Lightning", "",
              "Every experiment above on both backends: same data split, architecture, hyperparameters and seed.",
              ""]
     for section in sections:
         keys = list(runs["keras"][section])
+        spread = (spreads or {}).get(section)
         pairs = {key: _rows(runs["keras"][section][key], runs["lightning"][section][key]) for key in keys}
         lines += [f"## {TITLES[section]}", "", markdown_table(COLUMNS, [_row(key, *pairs[key]) for key in keys]), ""]
         for key in keys:

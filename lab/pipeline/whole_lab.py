@@ -16,7 +16,7 @@ from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, firs
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part
-from lab.pipeline.writeup import BACKEND_TITLES, header, lab_spread, section_heading
+from lab.pipeline.writeup import BACKEND_TITLES, header, section_heading, section_spreads
 from lab.progress import progress
 from lab.run.backend import in_training_order, parse_backends
 from lab.run.reuse import ensure_run
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help={"out": "folder of the lab's runs and report", "seed": "random seed of every run"})
     p.add_argument("--rerun", action="store_true", help="run every experiment again instead of reusing it")
     p.add_argument("--no-spread-seed", dest="spread_seed", action="store_false",
-                   help="skip the first CNN's second run with seed+1 (one run per backend), which measures the "
-                        "run-to-run spread; the comparisons then say the spread is unknown")
+                   help="skip each section's baseline run again with seed+1 (3 runs per backend), which measures "
+                        "the section's run-to-run spread; the comparisons then say the spread is unknown")
     add_setting_flags(p, DEVICE_FLAGS, parse_defaults=True, help={
         "accelerator": "auto, cpu or gpu, for both backends",
         "gpus": "number of GPUs for both backends; 0 means the CPU",
@@ -141,15 +141,16 @@ def _ended(tracker: LabProgress, step: Step, what: str, run_dir: Path) -> None:
 def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],
                  data_lines: list[str]) -> Path:
     lines = header(machine_info(), preset, data_lines)
-    spread = lab_spread(runs)
+    spreads = section_spreads(runs, sections)
     for backend in runs:
         lines += [f"# {BACKEND_TITLES[backend]}", ""]
         for number, section in enumerate(SECTIONS.values(), start=1):
             if section in sections:
-                part = RENDERERS[section](backend, runs[backend][section], out, searches.get(backend), spread)
+                part = RENDERERS[section](backend, runs[backend][section], out, searches.get(backend),
+                                          spreads[section])
                 lines += [section_heading(number, section), "", *part, "", "<br><br>", ""]
     if len(runs) == 2:
-        lines += versus_part(runs, sections, out, spread)
+        lines += versus_part(runs, sections, out, spreads)
     return write_text_atomic(out / REPORT_NAME, "\n".join(lines) + "\n")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.config.machine import describe
-from lab.pipeline.plan import SPREAD_KEY, TITLES, describe_preset
+from lab.pipeline.plan import BASELINES, SECTIONS, TITLES, describe_preset, spread_key
 from lab.records.results import PREDICTIONS_FILE, load_results
 from lab.reports import commentary
 from lab.reports.analysis import confusion_counts, worst_classified
@@ -54,33 +54,44 @@ def versus_sentence(name: str, mine: dict, other_name: str, other: dict, spread:
     return commentary.versus_sentence(f"the {name}", mine, f"the {other_name}", other, spread)
 
 
-def seed_pairs(runs: dict) -> dict[str, tuple[dict, dict]]:
-    """backend -> (the first CNN's results, those of its run with the next seed), where the lab has both."""
+def seed_pairs(runs: dict, section: str) -> dict[str, tuple[dict, dict]]:
+    """backend -> (the section's baseline results, those of its run with the next seed), where the lab has both."""
+    baseline, again = BASELINES[section], spread_key(section)
     pairs = {}
     for backend, sections in runs.items():
-        mnist = sections.get("mnist", {})
-        if "first_cnn" in mnist and SPREAD_KEY in mnist:
-            pairs[backend] = (load_results(mnist["first_cnn"]), load_results(mnist[SPREAD_KEY]))
+        done = sections.get(section, {})
+        if baseline in done and again in done:
+            pairs[backend] = (load_results(done[baseline]), load_results(done[again]))
     return pairs
 
 
-def lab_spread(runs: dict) -> Spread | None:
-    """The lab's run-to-run spread: the largest change of test accuracy, over the backends, that the next seed
-    makes to the first CNN (lab.reports.commentary.seed_spread); None without those runs (--no-spread-seed,
-    or section 1 not run). The seed also draws the validation split (and the test split of a dataset without an
-    official test set), so this spread includes the data's sampling: larger, so more cautious, than the noise of
-    two models compared at one seed."""
-    pairs = seed_pairs(runs)
+def section_spreads(runs: dict, sections: list[str]) -> dict[str, Spread]:
+    """Each section's run-to-run spread (section_spread), by section name."""
+    return {section: section_spread(runs, section) for section in sections}
+
+
+def section_spread(runs: dict, section: str) -> Spread:
+    """A section's run-to-run spread: the largest change of test accuracy, over the backends, that the next seed
+    makes to the section's baseline (lab.reports.commentary.seed_spread); unknown, and why, without those runs
+    (--no-spread-seed, or a lab made before each section had its own). The seed also draws the validation split
+    (and the test split of a dataset without an official test set, and a sample of the training images), so this
+    spread includes the data's sampling: larger, so more cautious, than the noise of two models at one seed."""
+    number = list(SECTIONS.values()).index(section) + 1
+    owner, baseline = f"section {number}'s", BASELINES[section]
+    pairs = seed_pairs(runs, section)
     if not pairs:
-        return None
+        return Spread(None, f"this lab has no {baseline} run with the next seed: it was made with --no-spread-seed "
+                            "or before each section measured its own spread; run the lab again without "
+                            "--no-spread-seed to add it", owner)
     first, _ = next(iter(pairs.values()))
     n_test = (first.get("split_sizes") or {}).get("test")
-    points = seed_spread([(100 * a["test"]["accuracy"], 100 * b["test"]["accuracy"]) for a, b in pairs.values()],
-                         n_test)
+    changes = [(100 * a["test"]["accuracy"], 100 * b["test"]["accuracy"]) for a, b in pairs.values()]
+    points = seed_spread(changes, n_test)
     seed = first["hyperparameters"]["seed"]
-    backends = " and ".join(BACKEND_TITLES.get(b, b) for b in pairs)
-    return Spread(points, f"the first CNN's largest change from seed {seed} to {seed + 1} on {backends}"
-                          + (", one test image at least" if n_test else ""))
+    names = [BACKEND_TITLES.get(b, b) for b in pairs]
+    where = f"on {names[0]}" if len(names) == 1 else f"the larger change of {' and '.join(names)}"
+    floor = ", raised to one test image" if points > seed_spread(changes) else ""
+    return Spread(points, f"{baseline}, seed {seed} vs {seed + 1}, {where}{floor}", owner)
 
 
 def same_test_set(run_a: Path, run_b: Path) -> bool:

@@ -200,10 +200,32 @@ def _group_part(classes, kind: str, verb: str, class_names) -> str:
 
 @dataclass(frozen=True)
 class Spread:
-    """The run-to-run spread of test accuracy, in percentage points, and how it was measured (in words)."""
+    """The run-to-run spread of test accuracy, in percentage points, and how it was measured (in words). owner
+    names whose spread it is ("section 2's"). points is None where it is unknown; how then says why."""
 
-    points: float
+    points: float | None
     how: str
+    owner: str = "the"
+
+    @property
+    def name(self) -> str:
+        return f"{self.owner} run-to-run spread"
+
+    @property
+    def known(self) -> bool:
+        return self.points is not None
+
+
+def _known(spread: Spread | None) -> bool:
+    return spread is not None and spread.known
+
+
+def _unknown(spread: Spread | None, why: bool = True) -> str:
+    """E.g. "section 2's run-to-run spread is unknown (why)", or "the run-to-run spread is unknown (one run of
+    each)"; without the why where the sentence is one of several that weigh the same difference."""
+    if spread is None:
+        return "the run-to-run spread is unknown" + (" (one run of each)" if why else "")
+    return f"{spread.name} is unknown" + (f" ({spread.how})" if why else "")
 
 
 def seed_spread(pairs: list[tuple[float, float]], n_test: int | None = None) -> float:
@@ -218,14 +240,14 @@ def seed_spread(pairs: list[tuple[float, float]], n_test: int | None = None) -> 
 
 
 def noise_comment(diff: float, spread: Spread | None) -> str:
-    """Whether an accuracy difference (points) is beyond the spread, said honestly."""
-    if spread is None:
-        return ("The run-to-run spread is unknown (one run of each), so this difference may be noise: "
-                "a second seed would measure it.")
+    """Whether an accuracy difference (points) is beyond the spread, said honestly, naming the spread."""
+    if not _known(spread):
+        unknown = _unknown(spread)
+        return f"{unknown[:1].upper() + unknown[1:]}, so this difference may be noise: a second seed would measure it."
     size = f"The {abs(diff):.2f}-point difference"
     if abs(diff) > spread.points:
-        return f"{size} is beyond the run-to-run spread of {spread.points:.2f} points ({spread.how})."
-    return f"{size} is within noise: the run-to-run spread is {spread.points:.2f} points ({spread.how})."
+        return f"{size} is beyond {spread.name} of {spread.points:.2f} points ({spread.how})."
+    return f"{size} is within noise: {spread.name} is {spread.points:.2f} points ({spread.how})."
 
 
 def versus_sentence(name: str, mine: dict, other_name: str, other: dict, spread: Spread | None = None) -> str:
@@ -264,30 +286,36 @@ def gap_comment(name: str, mine: float | None, other_name: str, other: float | N
 def lesson_comment(lesson: str, gain: float, spread: Spread | None, remedy: str) -> str:
     """Whether a section's lesson (e.g. "the search's improvement") shows in this run, with the figures;
     `gain` in points, `remedy` what would show it where it does not."""
-    if spread is not None and gain > spread.points:
-        return f"{lesson[:1].upper() + lesson[1:]} shows here: {gain:+.2f} points, beyond the run-to-run spread."
-    why = (f"{gain:+.2f} points, within the run-to-run spread of {spread.points:.2f}" if spread is not None and gain > 0
-           else f"{gain:+.2f} points" + (", and the run-to-run spread is unknown" if spread is None else ""))
-    return f"{lesson[:1].upper() + lesson[1:]} does not show in this run ({why}): {remedy}."
+    title = lesson[:1].upper() + lesson[1:]
+    if _known(spread) and gain > spread.points:
+        return f"{title} shows here: {gain:+.2f} points, beyond {_spread_figure(spread)}."
+    why = (f"{gain:+.2f} points, within {_spread_figure(spread)}" if _known(spread) and gain > 0
+           else f"{gain:+.2f} points" + ("" if _known(spread) else f", and {_unknown(spread, why=False)}"))
+    return f"{title} does not show in this run ({why}): {remedy}."
+
+
+def _spread_figure(spread: Spread) -> str:
+    """E.g. "section 2's run-to-run spread of 0.42 points (cifar_cnn, seed 0 vs 1)"."""
+    return f"{spread.name} of {spread.points:.2f} points ({spread.how})"
 
 
 def augmentation_lesson(plain: list[dict], augmented: list[dict], gain: float, spread: Spread | None) -> str:
     """What the augmentation section shows, read from the curves: augmentation fights overfitting, so where the
     model trained without it does not overfit yet, the section cannot show it, and says why with the figures.
     `gain`: augmented minus plain test accuracy, in points."""
-    beyond = spread is not None and gain > spread.points
+    beyond = _known(spread) and gain > spread.points
     onset, gap = overfitting_onset(plain), train_val_gap(plain)
     gap_text = "" if gap is None else f" and its train-validation gap is {gap:.2f} points"
     if beyond:
-        return f"Augmentation pays off here: {gain:+.2f} test accuracy points, beyond the run-to-run spread."
+        return f"Augmentation pays off here: {gain:+.2f} test accuracy points, beyond {_spread_figure(spread)}."
     if onset is None:
         return (f"The lesson cannot show yet: augmentation fights overfitting, and after {len(plain)} epochs the "
                 "model without it does not overfit (its validation loss has not risen while its training loss "
                 f"fell){gap_text}; harder, augmented batches only slow a model that is still underfitting. "
                 "Train longer (`--preset full`) to see augmentation narrow the gap.")
+    against = f"not beyond {_spread_figure(spread)}" if _known(spread) else f"and {_unknown(spread, why=False)}"
     return (f"The model without augmentation overfits from epoch {onset[0]}{gap_text}, yet augmentation gains "
-            f"{gain:+.2f} points, not beyond the run-to-run spread"
-            + ("" if spread else " (unknown here)") + ": a few more epochs would tell whether it closes the gap.")
+            f"{gain:+.2f} points, {against}: a few more epochs would tell whether it closes the gap.")
 
 
 def seed_comment(name: str, seed: int, accuracy: float, next_accuracy: float, same_test_set: bool) -> str:

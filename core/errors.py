@@ -19,3 +19,7 @@ class RunStopped(LabError):
     how to continue, exit code 1; its folder is kept for --resume."""
 
     exit_code = 1
+
+    def __init__(self, message: str, reported: bool = False):
+        super().__init__(message)
+        self.reported = reported  # already written to stderr where it was found (a signal could end the process)

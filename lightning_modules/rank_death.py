@@ -31,7 +31,7 @@ from core.errors import RunStopped
 LAUNCHER_VARIABLE = "LAB_DDP_LAUNCHER_PID"
 PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe")
 WATCH_EVERY_S = 0.2
-GRACE_S = 1.0  # the main thread's own failed collective says it first, with the exit code of run_command
+GRACE_S = 1.0  # a failed collective of the main thread, when there is one, says it first
 DYING_S = 2.0  # how long a dead peer's process may take to be gone from /proc after its sockets closed
 
 
@@ -82,9 +82,9 @@ class RankDeath(Callback):
             return
         self.ending.set()
         children = _take_children(trainer.strategy.launcher)
-        dead = self._dead_rank(children)
+        self.stopped = RunStopped(self.sentence(self._dead_rank()), reported=True)
+        _say(self.stopped)  # at once: under torchrun, the agent's SIGTERM follows within a fraction of a second
         _end(children)
-        self.stopped = RunStopped(self.sentence(dead))
 
     def raise_if_stopped(self) -> None:
         if self.stopped is not None:
@@ -102,7 +102,7 @@ class RankDeath(Callback):
         how = "continue from the last checkpoint" if trainer.current_epoch > 0 else "start it again"
         return f"{who} died {when}; run the same command with --resume to {how} in {self.run_dir}."
 
-    def _dead_rank(self, children: list) -> int | None:
+    def _dead_rank(self) -> int | None:
         """The rank whose process is gone from this machine (waiting briefly for one that is still exiting); the
         other rank of two when none is seen."""
         here, deadline = socket.gethostname(), time.monotonic() + DYING_S
@@ -132,11 +132,15 @@ def watch_launcher(death: RankDeath) -> threading.Event | None:
             return
         death.ending.set()
         launcher_rank = death.rank - int(os.environ.get("LOCAL_RANK", 0))
-        print(f"error: {death.sentence(launcher_rank, int(launcher))}", file=sys.stderr, flush=True)
+        _say(RunStopped(death.sentence(launcher_rank, int(launcher))))
         os._exit(RunStopped.exit_code)
 
     threading.Thread(target=watch, name="lab-launcher-watch", daemon=True).start()
     return stop
+
+
+def _say(stopped: RunStopped) -> None:
+    print(f"error: {stopped}", file=sys.stderr, flush=True)
 
 
 def _alive(pid: int) -> bool:

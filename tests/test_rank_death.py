@@ -52,9 +52,9 @@ def reference(tmp_path_factory) -> Path:
 class Started:
     """A 2-process run, its output read as it comes: stdout lines, and each stderr line with its time."""
 
-    def __init__(self, spawn, out: Path):
+    def __init__(self, spawn, out: Path, launcher: tuple = ()):
         env = {**os.environ, "LAB_DDP_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT)}
-        self.process = spawn([*RUN, "--out", out], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        self.process = spawn([*launcher, *RUN, "--out", out], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()
         self.errors: list[tuple[float, str]] = []
@@ -155,6 +155,34 @@ def test_rank_0_killed_mid_epoch_ends_rank_1_with_one_sentence(spawn, tmp_path, 
     finally:  # rank 1 outlives the session's leader, which the spawn fixture looks at
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.process.pid, signal.SIGKILL)
+
+
+@pytest.mark.distributed
+def test_under_torchrun_the_process_left_says_the_sentence_before_torchrun_s_summary(spawn, tmp_path):
+    run = Started(spawn, tmp_path, ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    process = run.process
+    run.wait_for_line("epoch 2/")
+    victim = next(pid for pid, rank in torchrun_workers(process.pid) if rank == 1)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    assert process.wait(timeout=EXIT_S) != 0
+    run.stderr_reader.join(timeout=EXIT_S)
+    text = "".join(line for _, line in run.errors)
+    said = [(at, line) for at, line in run.errors if line.startswith("error:")]
+    assert len(said) == 1 and "GLHF" not in text and "[rank0]: Traceback" not in text, text[-3000:]
+    match = SENTENCE.fullmatch(said[0][1].strip())
+    assert match and (match[1], int(match[2])) == ("1", victim), said[0][1]
+    assert said[0][0] - killed_at < SENTENCE_S
+    assert "ChildFailedError" in text  # torchrun's own summary follows
+
+
+def torchrun_workers(agent: int) -> list[tuple[int, int]]:
+    """(pid, RANK) of the processes torchrun's agent started."""
+    workers = []
+    for pid in Path(f"/proc/{agent}/task/{agent}/children").read_text().split():
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        workers.append((int(pid), int(next(v for v in env if v.startswith(b"RANK="))[5:])))
+    return workers
 
 
 def only_run_folder(out: Path) -> Path:

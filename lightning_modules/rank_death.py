@@ -82,8 +82,10 @@ class RankDeath(Callback):
             return
         self.ending.set()
         children = _take_children(trainer.strategy.launcher)
-        self.stopped = RunStopped(self.sentence(self._dead_rank()), reported=True)
-        _say(self.stopped)  # at once: under torchrun, the agent's SIGTERM follows within a fraction of a second
+        # at once, and not cut short: under torchrun, the agent's SIGTERM follows within a fraction of a second
+        with _sigterm_ignored():
+            self.stopped = RunStopped(self.sentence(self._dead_rank()), reported=True)
+            _say(self.stopped)
         _end(children)
 
     def raise_if_stopped(self) -> None:
@@ -137,6 +139,19 @@ def watch_launcher(death: RankDeath) -> threading.Event | None:
 
     threading.Thread(target=watch, name="lab-launcher-watch", daemon=True).start()
     return stop
+
+
+@contextmanager
+def _sigterm_ignored():
+    """SIGTERM ignored meanwhile (Lightning's handler would run a collective, which fails and ends the sentence)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _say(stopped: RunStopped) -> None:

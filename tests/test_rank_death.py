@@ -2,7 +2,8 @@
 sentence naming it and saying how to continue, within seconds, and --resume then gives the uninterrupted run. A
 process whose launcher died before any collective could notice ends by its watch. Other errors pass untouched.
 
-Each run is started in a session of its own (the `spawn` fixture, or `_reference`'s finally, kills the group).
+Each run is started in a session of its own, whose group is killed at the end (by the `spawn` fixture, the
+`reference` fixture's finally, or the test's own where rank 1 outlives the session's leader).
 """
 from __future__ import annotations
 

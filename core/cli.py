@@ -14,7 +14,8 @@ def run_command(action: Callable[[], T], on_interrupt: str) -> tuple[int, T | No
     try:
         return 0, action()
     except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "reported", False):
+            print(f"error: {e}", file=sys.stderr)
         return e.exit_code, None
     except KeyboardInterrupt:
         print(f"\ninterrupted: {on_interrupt}", file=sys.stderr)

@@ -12,3 +12,14 @@ def one_line(error: BaseException, limit: int = 160, line: int = 0) -> str:
     a LabError quoting it stays one sentence; the exception's type when it has no message."""
     lines = [text.strip() for text in str(error).splitlines() if text.strip()]
     return lines[line][:limit].rstrip(" .;") if lines else type(error).__name__
+
+
+class RunStopped(LabError):
+    """A run stopped part-way by something outside it (a process of a DDP run died): one sentence saying what and
+    how to continue, exit code 1; its folder is kept for --resume."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, reported: bool = False):
+        super().__init__(message)
+        self.reported = reported  # already written to stderr where it was found (a signal could end the process)

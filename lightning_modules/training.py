@@ -44,6 +44,7 @@ from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferParts, transfer_parts, zoo_flops
 from lightning_modules.distributed import build_strategy
 from lightning_modules.profiling import measure
+from lightning_modules.rank_death import RankDeath, one_sentence_on_death
 from lightning_modules.weights import load_initial_weights
 
 if TYPE_CHECKING:
@@ -117,6 +118,9 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
         save_augmented_grid(run_dir, settings, splits, apply_numpy)
     clock = StepClock() if settings.profile and writes else None
     callbacks = (*callbacks, clock) if clock else callbacks
+    # ddp_spawn's processes get the Trainer pickled, and end with their launcher
+    death = RankDeath(run_dir, plan.global_rank) if plan.world_size > 1 and plan.strategy != "ddp_spawn" else None
+    callbacks = (*callbacks, death) if death else callbacks
     trainer = pl.Trainer(**_trainer_args(settings, plan, run_dir, record, phases, callbacks),
                          strategy=build_strategy(plan, transfer=parts is not None))
     with warnings.catch_warnings():
@@ -125,7 +129,8 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
         # The summary's size in MB assumes 32 bits under bf16-mixed; so do the weights, which stay float32.
         warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
         data = ArraysDataModule(splits, settings.batch_size, settings.seed)
-        trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+        with one_sentence_on_death(death):  # a process of a DDP run that dies: RunStopped on those left
+            trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     profile = measure(trainer, model, data, clock) if clock else None
     if plan.strategy == "ddp_spawn" and plan.world_size > 1:  # trained in spawned processes: read what rank 0 saved
         record.restore(epochs_done=phases[-1].end)

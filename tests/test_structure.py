@@ -30,7 +30,8 @@ GROUND = "core"
 PAIRED = {"lightning_modules", "keras_models"}
 # Backend modules with no counterpart on the other side (ARCHITECTURE.md, Rooms, says what each holds).
 ONE_SIDED = {"lightning_modules/classifier.py", "lightning_modules/distributed.py",
-             "lightning_modules/epoch_metrics.py", "lightning_modules/speedups.py"}
+             "lightning_modules/epoch_metrics.py", "lightning_modules/speedups.py",
+             "lightning_modules/rank_death.py"}
 
 
 # --------------------------------------------------------------------------------------------------- the checkers

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import LabError
+from core.errors import LabError, RunStopped
 from core.io import write_bytes_atomic
 from datamodules import DataSplits
 from lab.config.data import load_data
@@ -55,6 +55,8 @@ def run_settings(name: str, settings: ExperimentSettings, resume_dir: Path | Non
             save_settings(run_dir, settings.to_dict())  # a resumed run's may have a new --epochs
         try:
             trained = backend.train(settings, splits, run_dir, plan, resume=resume_dir is not None)
+        except RunStopped:  # its checkpoints are what --resume continues from
+            raise
         except LabError:  # e.g. --weights that do not fit: a new run leaves no half-written folder behind
             if resume_dir is None and writer:
                 _remove_new_run(run_dir)

@@ -8,7 +8,7 @@ matrices after one untimed, GFLOP/s = 2 n^3 / seconds; bf16 only where the CPU h
 --threads: the compute threads of each process (default: each framework's own, as a run of the lab has them).
 --out writes the lab's peak file (lab.reports.peak_share), so that `run_lab.py --out runs/lab` reuses it. --runs: the
 finished runs under those folders, each with its achieved training GFLOP/s and share of the peak in its
-precision (model FLOPs utilisation).
+precision (model FLOPs utilisation), over its epochs and over its profiled training step alone.
 """
 from __future__ import annotations
 
@@ -66,16 +66,26 @@ def peak_table(peak: dict, size: int, repeats: int) -> str:
 
 
 def share_table(runs: list[Path], peak: dict) -> str:
-    """Each finished run's training throughput against the peak of its framework in its precision."""
+    """Each finished run's training throughput against the peak of its framework in its precision: over its
+    epochs (what the lab report shows, validation included) and over its profiled training step alone."""
     rows = []
     for run in runs:
         results = load_results(run)
         hp, gflops = results["hyperparameters"], achieved_gflops(results)
         rows.append([results["backend"], results["model"], hp.get("precision", "32"), hp.get("batch_size"),
                      f"{results['timing'].get('images_per_s') or 0:,.0f}",
-                     "-" if gflops is None else f"{gflops:,.2f}", share_text(share_of_peak(results, peak)), run])
-    return markdown_table(("backend", "model", "precision", "batch", "images/s", "GFLOP/s", "share of peak", "run"),
-                          rows)
+                     "-" if gflops is None else f"{gflops:,.2f}", share_text(share_of_peak(results, peak)),
+                     share_text(share_of_peak(_in_step(results), peak)), run])
+    return markdown_table(("backend", "model", "precision", "batch", "images/s", "GFLOP/s", "share of peak",
+                           "in the profiled step", "run"), rows)
+
+
+def _in_step(results: dict) -> dict:
+    """The results as if the run had trained at its profiled step's speed (results.json "profile": the in-loop
+    step, without the data loading between epochs and the validation pass); images/s None without a profile."""
+    step_ms = (results.get("profile") or {}).get("step_ms")
+    rate = None if not step_ms else results["hyperparameters"]["batch_size"] / (step_ms / 1000)
+    return {**results, "timing": {**results["timing"], "images_per_s": rate}}
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def test_lightning_measure_flops_counts_what_the_spec_counts_and_a_training_step
 
 
 def test_bench_peak_measures_torch_with_tiny_matrices_and_gives_finished_runs_their_share(tmp_path, capsys):
-    run = make_run(tmp_path / "runs", "lightning", device="cpu", flops_per_image=1_000_000)
+    run = make_run(tmp_path / "runs", "lightning", device="cpu", flops_per_image=1_000_000, profile={"step_ms": 16.0})
     out = tmp_path / "lab" / PEAK_FILE
     code, printed, _ = call_main(bench_peak.main, ["--size", "64", "--repeats", "2", "--frameworks", "torch",
                                                    "--out", str(out), "--runs", str(tmp_path / "runs")], capsys)
@@ -179,6 +179,8 @@ def test_bench_peak_measures_torch_with_tiny_matrices_and_gives_finished_runs_th
     entry = json.loads(out.read_text())["peaks"][0]
     assert entry["framework"] == "torch" and entry["size"] == 64 and entry["gflops"]["float32"] > 0
     assert "matmul peak, 64x64 matrices, best of 2, GFLOP/s:" in printed and "| torch |" in printed
-    assert "| lightning | first_cnn | 32 | 32 | 1,500 | 4.50 | " in printed and str(run) in printed
+    share = 4.5012 / entry["gflops"]["float32"]  # 3 x 1 MFLOPs x 1500.4 images/s; in the step 2000 images/s: 6
+    assert (f"| lightning | first_cnn | 32 | 32 | 1,500 | 4.50 | {share_text(share)} | {share_text(share * 6 / 4.5012)}"
+            f" | {run} |") in printed
     with pytest.raises(LabError, match="--frameworks takes torch and tensorflow"):
         bench_peak.main(["--frameworks", "jax"])

@@ -28,8 +28,11 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP
 
 def peak_key(framework: str, size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS, threads: int | None = None) -> dict:
     """What a cached peak is valid for; threads None: the framework's default under the environment's settings."""
-    package = "torch" if framework == "torch" else "tensorflow"
-    return {"framework": framework, "version": metadata.version(package), "cpu": cpu_model(), "cores": os.cpu_count(),
+    try:
+        version = metadata.version("torch" if framework == "torch" else "tensorflow")
+    except metadata.PackageNotFoundError:  # its measurement then fails and says so
+        version = None
+    return {"framework": framework, "version": version, "cpu": cpu_model(), "cores": os.cpu_count(),
             "threads": threads, "threads_env": {v: os.environ.get(v) for v in THREAD_VARIABLES}, "size": size,
             "repeats": repeats}
 

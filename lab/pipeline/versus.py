@@ -8,24 +8,27 @@ from lab.pipeline.writeup import curves_figure, rel
 from lab.records.results import achieved_gflops, load_results
 from lab.reports.commentary import Spread, versus_sentence
 from lab.reports.comparison import run_row
+from lab.reports.peak_share import peak_lines, share_of_peak, share_text
 from lab.reports.plots import profile_figure, save_png
 from lab.reports.report import flops_text, markdown_table
 
 COLUMNS = ("Experiment", "Keras accuracy", "Lightning accuracy", "Keras time", "Lightning time",
            "Time ratio (Keras / Lightning)", "Params (Keras / Lightning)", "FLOPs per image (Keras / Lightning)",
-           "Training GFLOP/s (Keras / Lightning)")
+           "Training GFLOP/s (Keras / Lightning)", "Share of peak (Keras / Lightning)")
 
 
-def versus_part(runs: dict, sections: list[str], out: Path, spreads: dict[str, Spread] | None = None) -> list[str]:
+def versus_part(runs: dict, sections: list[str], out: Path, spreads: dict[str, Spread] | None = None,
+                peak: dict | None = None) -> list[str]:
     """spreads: each section's run-to-run spread (lab.pipeline.writeup.section_spreads), against which its rows'
-    accuracy differences are weighed; a section without one says its spread is unknown."""
+    accuracy differences are weighed; a section without one says its spread is unknown. peak:
+    lab.reports.peak_share.machine_peak's, for the share of peak (None: not measured)."""
     lines = ["# Keras against PyTorch Lightning", "",
              "Every experiment above on both backends: same data split, architecture, hyperparameters and seed.",
-             ""]
+             "", *(peak_lines(peak) if peak else [])]
     for section in sections:
         keys = list(runs["keras"][section])
         spread = (spreads or {}).get(section)
-        pairs = {key: _rows(runs["keras"][section][key], runs["lightning"][section][key]) for key in keys}
+        pairs = {key: _rows(runs["keras"][section][key], runs["lightning"][section][key], peak) for key in keys}
         lines += [f"## {TITLES[section]}", "", markdown_table(COLUMNS, [_row(key, *pairs[key]) for key in keys]), ""]
         for key in keys:
             keras, lightning = pairs[key]
@@ -58,20 +61,21 @@ def profile_sentence(profiles: list[tuple[str, dict]]) -> str:
             "a profile on a GPU differs).")
 
 
-def _rows(keras_dir: Path, lightning_dir: Path) -> tuple[dict, dict]:
-    return tuple(_row_of(d, load_results(d)) for d in (keras_dir, lightning_dir))
+def _rows(keras_dir: Path, lightning_dir: Path, peak: dict | None) -> tuple[dict, dict]:
+    return tuple(_row_of(d, load_results(d), peak) for d in (keras_dir, lightning_dir))
 
 
-def _row_of(run_dir: Path, results: dict) -> dict:
-    """run_row's figures and the FLOPs, which runs made before they were recorded lack."""
-    return {**run_row(run_dir, results), "flops": results.get("flops_per_image"), "gflops": achieved_gflops(results)}
+def _row_of(run_dir: Path, results: dict, peak: dict | None) -> dict:
+    """run_row's figures and the FLOPs, which runs made before they were recorded lack, and the share of peak."""
+    return {**run_row(run_dir, results), "flops": results.get("flops_per_image"), "gflops": achieved_gflops(results),
+            "share": share_of_peak(results, peak)}
 
 
 def _row(key: str, k: dict, t: dict) -> list:
     ratio = k["time_s"] / t["time_s"] if t["time_s"] else float("nan")
     return [key, f"{k['accuracy']:.2f}%", f"{t['accuracy']:.2f}%", f"{k['time_s']:.2f}s", f"{t['time_s']:.2f}s",
             f"{ratio:.2f}x", f"{k['params']:,} / {t['params']:,}", _pair(k["flops"], t["flops"], flops_text),
-            _pair(k["gflops"], t["gflops"], lambda g: f"{g:,.3g}")]
+            _pair(k["gflops"], t["gflops"], lambda g: f"{g:,.3g}"), " / ".join(share_text(r["share"]) for r in (k, t))]
 
 
 def _pair(keras, lightning, text) -> str:

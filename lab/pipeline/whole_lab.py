@@ -18,6 +18,7 @@ from lab.pipeline.tuned import Search, tuned_run
 from lab.pipeline.versus import versus_part
 from lab.pipeline.writeup import BACKEND_TITLES, header, section_heading, section_spreads
 from lab.progress import progress
+from lab.reports.peak_share import FRAMEWORK_OF, PEAK_FILE, machine_peak
 from lab.run.backend import in_training_order, parse_backends
 from lab.run.reuse import ensure_run
 
@@ -150,8 +151,15 @@ def write_report(out: Path, preset: str, sections: list[str], runs, searches: di
                                           spreads[section])
                 lines += [section_heading(number, section), "", *part, "", "<br><br>", ""]
     if len(runs) == 2:
-        lines += versus_part(runs, sections, out, spreads)
+        lines += versus_part(runs, sections, out, spreads, _peak(out, runs))
     return write_text_atomic(out / REPORT_NAME, "\n".join(lines) + "\n")
+
+
+def _peak(out: Path, backends) -> dict:
+    """The machine's matmul peak for the share of peak, cached in OUT/peak.json (lab.reports.peak_share)."""
+    print(f"the machine's matmul peak for the share of peak: {out / PEAK_FILE} (measured where missing: "
+          "some 20 s)", flush=True)
+    return machine_peak(out / PEAK_FILE, [FRAMEWORK_OF[b] for b in backends])
 
 
 def _backends(text: str) -> list[str]:

@@ -13,7 +13,7 @@ from lab.reports import commentary
 from lab.reports.analysis import confusion_counts, worst_classified
 from lab.reports.commentary import Spread, seed_spread
 from lab.reports.comparison import compare_runs, run_row
-from lab.reports.report import FIGURES_DIR, markdown_table, run_sections
+from lab.reports.report import FIGURES_DIR, flops_text, markdown_table, run_sections
 
 BACKEND_TITLES = {"keras": "Keras", "lightning": "PyTorch"}
 
@@ -33,11 +33,13 @@ def run_block(run_dir: Path, report_dir: Path, heading: str = "####") -> list[st
 
 
 def comparison_table(rows: list[tuple[str, dict]], with_gap: bool = False) -> str:
-    """The lab's comparison table: Model, Accuracy, Time (plus epochs and parameters)."""
-    columns = ["Model", "Accuracy", "Time", "Epochs", "Params"] + (["Train-val gap"] if with_gap else [])
+    """The lab's comparison table: Model, Accuracy, Time (plus epochs, parameters and forward FLOPs per image)."""
+    columns = ["Model", "Accuracy", "Time", "Epochs", "Params", "FLOPs per image"] + (
+        ["Train-val gap"] if with_gap else [])
     table = []
     for label, row in rows:
-        cells = [label, f"{row['accuracy']:.2f}%", f"{row['time_s']:.2f}s", row["epochs"], f"{row['params']:,}"]
+        cells = [label, f"{row['accuracy']:.2f}%", f"{row['time_s']:.2f}s", row["epochs"], f"{row['params']:,}",
+                 flops_text(row.get("flops"))]
         if with_gap:
             cells.append("-" if row["gap"] is None else f"{row['gap']:+.2f} pp")
         table.append(cells)
@@ -45,7 +47,11 @@ def comparison_table(rows: list[tuple[str, dict]], with_gap: bool = False) -> st
 
 
 def rows_for(labelled_runs: list[tuple[str, Path]]) -> list[tuple[str, dict]]:
-    return [(label, run_row(run_dir, load_results(run_dir))) for label, run_dir in labelled_runs]
+    return [(label, _with_flops(run_dir, load_results(run_dir))) for label, run_dir in labelled_runs]
+
+
+def _with_flops(run_dir: Path, results: dict) -> dict:
+    return {**run_row(run_dir, results), "flops": results.get("flops_per_image")}
 
 
 def versus_sentence(name: str, mine: dict, other_name: str, other: dict, spread: Spread | None = None) -> str:

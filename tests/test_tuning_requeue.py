@@ -4,6 +4,8 @@ this process on a fake clock; the heartbeat over a real gRPC server on localhost
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -176,6 +178,16 @@ def test_a_restarted_chief_remembers_the_retried_trials(tmp_path):
     assert restarted.create_trial("tuner2").trial_id == lost.trial_id
 
 
+def test_a_silence_that_is_not_positive_is_refused(tmp_path, capsys):
+    import tune_lightning
+    from conftest import call_main
+
+    code, _, err = call_main(tune_lightning.main, ["--dataset", "digits", "--worker-silence", "0", "--out",
+                                                   str(tmp_path / "runs")], capsys)
+    assert code == 2 and "worker-silence must be a positive number of seconds, got 0" in err, err[-2000:]
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
 def test_beats_are_frequent_enough_for_the_silence():
     assert beat_interval(60) == 10 and beat_interval(20) == 5
 
@@ -242,3 +254,40 @@ def test_a_heartbeat_without_a_chief_assumes_the_trial_is_its_own():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert Heartbeat(f"127.0.0.1:{port}", "tuner1", interval=10).holds("03")
+
+
+# --- a real search: a chief and 2 workers on localhost, one of them killed for good ----------------------------
+
+@pytest.mark.distributed  # about 80 s: make test-distributed
+def test_a_worker_killed_for_good_leaves_its_trial_to_the_other(spawn, tmp_path):
+    from test_tuning_distributed import finish, free_port, ongoing, output, ready, rows, start, wait_for
+
+    from lab.records.rundirs import CHECKPOINTS_DIR
+
+    started = time.monotonic()
+    port, more = free_port(), ("--max-trials", "3", "--max-epochs", "3", "--patience", "3", "--worker-silence", "15")
+    workers = {i: start(spawn, "lightning", f"tuner{i}", port, tmp_path, *more) for i in ("0", "1")}
+    ready(list(workers.values()))
+    chief = start(spawn, "lightning", "chief", port, tmp_path, *more)
+    folder = tmp_path / "d" / "lightning" / "tuning"
+
+    def mid_trial() -> str | None:  # tuner1's trial once it has a checkpoint to continue from
+        trial = ongoing(tmp_path).get("tuner1")
+        return trial if trial and any((folder / f"trial_{trial}" / CHECKPOINTS_DIR).glob("*")) else None
+
+    wait_for(mid_trial)
+    trial = mid_trial()
+    os.killpg(workers["1"].pid, signal.SIGKILL)
+    workers["1"].wait()
+    assert ongoing(tmp_path).get("tuner1") == trial  # killed mid-trial, not between trials
+    chief_out, survivor = finish(chief), finish(workers["0"])
+    table = rows(tmp_path, "lightning")
+    assert [r["trial"] for r in table] == ["0", "1", "2"]  # every trial once
+    assert {r["status"] for r in table} == {"COMPLETED"}
+    retried = {r["trial"]: (r["worker"], r["retried"]) for r in table if r["retried"]}
+    assert retried == {trial: ("tuner0", "tuner1")}, table
+    assert "tuner1 silent for" in chief_out and f"its trial {trial} goes back to the queue" in chief_out
+    assert f"trial {trial}: continues from the last checkpoint" in survivor
+    elapsed = time.monotonic() - started
+    print(f"the search with a worker killed for good took {elapsed:.0f} s")
+    assert elapsed < 300, output(chief)[-2000:]

@@ -263,6 +263,8 @@ class LabTuner(kt.Tuner):
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         parent = values.get("tuner/trial_id")
         resume = _prepare(trial_dir, settings.to_dict(), Path(self.get_trial_dir(parent)) if parent else None)
+        if resume:
+            print(f"trial {trial.trial_id}: continues from the last checkpoint in {trial_dir}", flush=True)
         self._trained += 1
         trained = self.backend.train(settings, self.splits, trial_dir, self.plan, resume, patience=self.patience)
         metrics = trial_metrics(_history(trial_dir), values.get("tuner/initial_epoch", 0), trained.params.total)

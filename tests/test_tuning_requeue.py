@@ -258,7 +258,7 @@ def test_a_heartbeat_without_a_chief_assumes_the_trial_is_its_own():
 
 # --- a real search: a chief and 2 workers on localhost, one of them killed for good ----------------------------
 
-@pytest.mark.distributed  # about 80 s: make test-distributed
+@pytest.mark.distributed  # 2-3 min on the shared 2-core machine: make test-distributed
 def test_a_worker_killed_for_good_leaves_its_trial_to_the_other(spawn, tmp_path):
     from test_tuning_distributed import finish, free_port, ongoing, output, ready, rows, start, wait_for
 

@@ -145,7 +145,7 @@ class Heartbeat:
 
         try:
             return self.call({"tuner_id": self.tuner_id, "trial_id": trial_id}, timeout=30)["holds"]
-        except grpc.RpcError:
+        except (grpc.RpcError, ValueError):  # ValueError: the channel closed as the search ended
             return True  # the worker's own calls wait for the chief, or say it is gone
 
     def __enter__(self):

@@ -122,7 +122,8 @@ def wait_for(condition, timeout: float = TIMEOUT_S) -> None:
 
 @pytest.mark.distributed
 def test_a_worker_killed_mid_trial_gets_its_trial_back(spawn, tmp_path):
-    port, more = free_port(), ("--max-trials", "4", "--max-epochs", "3")
+    # back well within --worker-silence: a worker silent for longer loses its trial (tests/test_tuning_requeue.py)
+    port, more = free_port(), ("--max-trials", "4", "--max-epochs", "3", "--worker-silence", "300")
     first = start(spawn, "lightning", "tuner0", port, tmp_path, *more)
     killed = start(spawn, "lightning", "tuner1", port, tmp_path, *more)
     ready([first, killed])

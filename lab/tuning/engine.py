@@ -6,14 +6,14 @@ TensorBoard tags as a normal run, plus the trial's HParams.
 
 Distributed (lab.tuning.cluster), keras-tuner's own engine runs the search: the chief serves the oracle over
 gRPC with keras-tuner's OracleServicer, and each worker's Tuner talks to it through keras-tuner's
-OracleClient. Everything that decides (the time budget, the failures, which worker ran what) lives in the
-oracle, so it works the same in one process and on the chief; workers only train.
+OracleClient. Everything that decides (the time budget, the failures, which worker ran what, the trials of
+workers that fell silent: lab.tuning.liveness) lives in the oracle, so it works the same in one process and on the
+chief; workers only train.
 """
 from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +29,7 @@ from lab.records.recording import RECORD_FILE
 from lab.records.rundirs import CHECKPOINTS_DIR, SETTINGS_FILE, load_settings, save_settings
 from lab.run.backend import Backend
 from lab.tuning.cluster import SINGLE_ID, Role
+from lab.tuning.liveness import HEARTBEAT_S, Heartbeat, Requeueable, Requeueing, beat_interval, serve_beats
 from lab.tuning.space import Constraint, SearchSpace, define, overrides_of, trial_settings
 from lab.tuning.trials import CSV_FILE, METRICS, OBJECTIVE, PROJECT, trial_metrics, trial_row, write_csv
 
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from lab.config.settings import ExperimentSettings
 
 KT_TRIAL_FILE = "trial.json"
-HEARTBEAT_S = 10  # a worker's sign of life to the chief while it trains
 MAX_RESTARTS = 3  # a trial whose worker came back this many times without finishing it fails
 
 
@@ -189,15 +189,15 @@ class _Bookkeeping:
             self._started[trial.trial_id] = time.monotonic()
 
 
-class RandomOracle(_AtomicSaves, _Bookkeeping, _Feasible, kt.oracles.RandomSearchOracle):
+class RandomOracle(_AtomicSaves, Requeueing, _Bookkeeping, _Feasible, kt.oracles.RandomSearchOracle):
     pass
 
 
-class BayesianOracle(_AtomicSaves, _Bookkeeping, _Feasible, kt.oracles.BayesianOptimizationOracle):
+class BayesianOracle(_AtomicSaves, Requeueing, _Bookkeeping, _Feasible, kt.oracles.BayesianOptimizationOracle):
     pass
 
 
-class HyperbandOracle(_AtomicSaves, _Bookkeeping, _Feasible, kt.oracles.HyperbandOracle):
+class HyperbandOracle(_AtomicSaves, Requeueing, _Bookkeeping, _Feasible, kt.oracles.HyperbandOracle):
     pass
 
 
@@ -216,6 +216,7 @@ def make_oracle(kind: str, constraint: Constraint, max_trials: int, max_epochs: 
     oracle.constraint = constraint
     oracle._max_collisions = 500  # draws refused as unbuildable count as collisions too
     oracle.init_bookkeeping()
+    oracle.init_liveness(None)
     return oracle
 
 
@@ -225,16 +226,18 @@ class LabTuner(kt.Tuner):
 
     def __init__(self, oracle: kt.Oracle, backend: Backend, space: SearchSpace, base: ExperimentSettings, splits,
                  plan, patience: int, directory: Path, overwrite: bool, role: Role = Role("single"),
-                 chief_wait: float = 180.0):
+                 chief_wait: float = 180.0, worker_silence: float = 60.0):
         self.backend, self.space, self.base, self.splits, self.plan = backend, space, base, splits, plan
         self.patience, self.role, self.constraint = patience, role, oracle.constraint
         self._trained = 0
         self._state = oracle  # the oracle itself; a worker's self.oracle becomes keras-tuner's OracleClient
         oracle.keeps_running_trials = role.kind == "chief"
+        oracle.silence = worker_silence if role.kind == "chief" else None
         super().__init__(oracle, hypermodel=partial(define, space=space), directory=str(directory),
                          project_name=PROJECT, overwrite=overwrite)
         if role.kind == "worker":
-            self.oracle = _Reconnecting(self.oracle, role, chief_wait)
+            self.heartbeat = Heartbeat(role.address, role.tuner_id, beat_interval(worker_silence))
+            self.oracle = Requeueable(_Reconnecting(self.oracle, role, chief_wait), self.heartbeat)
         else:
             oracle.on_trial_ended = self.write_csv
 
@@ -260,6 +263,8 @@ class LabTuner(kt.Tuner):
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         parent = values.get("tuner/trial_id")
         resume = _prepare(trial_dir, settings.to_dict(), Path(self.get_trial_dir(parent)) if parent else None)
+        if resume:
+            print(f"trial {trial.trial_id}: continues from the last checkpoint in {trial_dir}", flush=True)
         self._trained += 1
         trained = self.backend.train(settings, self.splits, trial_dir, self.plan, resume, patience=self.patience)
         metrics = trial_metrics(_history(trial_dir), values.get("tuner/initial_epoch", 0), trained.params.total)
@@ -278,8 +283,8 @@ class LabTuner(kt.Tuner):
     def rows(self) -> list[dict]:
         """Every trial so far, in the order they started (the oracle's process only)."""
         oracle = self._state
-        return [trial_row(oracle.trials[trial_id], self.backend.name, oracle.workers.get(trial_id, SINGLE_ID))
-                for trial_id in oracle.start_order]
+        return [trial_row(oracle.trials[trial_id], self.backend.name, oracle.workers.get(trial_id, SINGLE_ID),
+                          oracle.retried.get(trial_id, ())) for trial_id in oracle.start_order]
 
     def write_csv(self) -> Path:
         return write_csv(self.rows(), Path(self.project_dir))
@@ -291,7 +296,7 @@ class LabTuner(kt.Tuner):
             self.save()
             serve(self._state, self.role, worker_timeout)
         elif self.role.kind == "worker":
-            with _heartbeat(self.oracle):
+            with self.heartbeat:
                 self.search()
             return
         else:
@@ -313,6 +318,7 @@ def serve(oracle, role: Role, worker_timeout: float) -> None:
     server = grpc.server(ThreadPoolExecutor(max_workers=1))  # as keras-tuner's start_server
     servicer = OracleServicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    serve_beats(server, oracle)
     server.add_insecure_port(role.address)
     server.start()
     print(f"chief: serving the search at {role.address}; start the workers (scripts/launch_search.py).", flush=True)
@@ -372,27 +378,6 @@ class _Reconnecting:
                     time.sleep(1)
 
         return call
-
-
-class _heartbeat:
-    """While a worker trains, a call to the chief every HEARTBEAT_S, so the chief knows it is alive."""
-
-    def __init__(self, client):
-        self.client, self.stop = client, threading.Event()
-
-    def __enter__(self):
-        def beat():
-            while not self.stop.wait(HEARTBEAT_S):
-                try:
-                    self.client.get_space()
-                except Exception:  # the chief is gone or restarting; the worker's own calls will say so
-                    pass
-
-        threading.Thread(target=beat, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
 
 
 def _prepare(trial_dir: Path, settings: dict, parent_dir: Path | None) -> bool:

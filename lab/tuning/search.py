@@ -54,6 +54,7 @@ class SearchOptions:
     top: int = 5
     chief_wait: float = 180.0  # seconds a worker waits for the chief to answer
     worker_timeout: float = 600.0  # seconds the chief waits without a call from any worker
+    worker_silence: float = 60.0  # seconds after which a silent worker's trial goes back to the queue
 
     @property
     def final_epochs(self) -> int:
@@ -140,7 +141,7 @@ def check_options(opts: SearchOptions) -> None:
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise LabError(f"{name.replace('_', '-')} must be at least 1, got {value}.")
-    for name in ("chief_wait", "worker_timeout"):
+    for name in ("chief_wait", "worker_timeout", "worker_silence"):
         if getattr(opts, name) <= 0:
             raise LabError(f"{name.replace('_', '-')} must be a positive number of seconds, "
                            f"got {getattr(opts, name):g}.")
@@ -191,7 +192,7 @@ def _make_tuner(base: ExperimentSettings, opts: SearchOptions, splits, constrain
     plan = backend.plan_devices(base)
     oracle = make_oracle(opts.tuner, constraint, opts.max_trials, opts.max_epochs, base.seed)
     return LabTuner(oracle, backend, opts.space, base, splits, plan, opts.patience, folder.parent, opts.overwrite,
-                    part, opts.chief_wait)
+                    part, opts.chief_wait, opts.worker_silence)
 
 
 def _announce(outcome: SearchOutcome, stopped_for_time: bool, opts: SearchOptions) -> None:

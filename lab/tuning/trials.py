@@ -32,20 +32,22 @@ def trial_metrics(history: list[dict], initial_epoch: int, params: int) -> dict:
             "epochs_run": len(own), "time_s": round(sum(row["time/epoch_s"] for row in own), 3), "params": params}
 
 
-def trial_row(trial, backend: str, worker: str) -> dict:
+def trial_row(trial, backend: str, worker: str, retried=()) -> dict:
+    """retried: the workers that fell silent while training it, before `worker` trained it again."""
     metrics = {name: trial.metrics.get_last_value(name) for name in METRICS if trial.metrics.exists(name)}
     metrics.update({name: int(metrics[name]) for name in INT_METRICS if name in metrics})  # keras-tuner keeps floats
     message = (trial.message or "").strip().splitlines()
-    return {"trial": trial.trial_id, "backend": backend, "worker": worker, "status": trial.status,
+    return {"trial": trial.trial_id, "backend": backend, "worker": worker, "retried": " ".join(retried),
+            "status": trial.status,
             **trial.hyperparameters.values,
             **metrics, "message": message[-1] if message else ""}
 
 
 def csv_text(rows: list[dict]) -> str:
-    """Every trial, one line each: id, backend, the worker that ran it, status, every hyperparameter, its metrics,
-    why it failed."""
+    """Every trial, one line each: id, backend, the worker that ran it (that finished it), the workers that fell
+    silent while training it (empty: none), status, every hyperparameter, its metrics, why it failed."""
     extra = sorted({key for row in rows for key in row if key.startswith("tuner/")})
-    columns = ["trial", "backend", "worker", "status", *NAMES, *extra, *METRICS, "message"]
+    columns = ["trial", "backend", "worker", "retried", "status", *NAMES, *extra, *METRICS, "message"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

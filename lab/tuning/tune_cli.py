@@ -64,6 +64,11 @@ def build_parser(prog: str, backend: str) -> LabArgumentParser:
     cluster.add_argument("--worker-timeout", type=float, default=DEFAULTS.worker_timeout, metavar="SECONDS",
                          help="the chief gives up when no worker has called for this long while trials run "
                               f"(default: {DEFAULTS.worker_timeout:g})")
+    cluster.add_argument("--worker-silence", type=float, default=DEFAULTS.worker_silence, metavar="SECONDS",
+                         help="the trial of a worker silent for this long goes back to the queue, and another worker "
+                              "trains it again from its checkpoints; workers call every 10 s or a quarter of this, "
+                              f"whichever is shorter. Give every process the same value (default: "
+                              f"{DEFAULTS.worker_silence:g})")
     space = parser.add_argument_group("search space (each flag narrows or widens one setting)")
     for name in SPACE_NAMES:
         shown = SearchSpace().text(name)
@@ -81,7 +86,8 @@ def options(args: argparse.Namespace) -> tuple[ExperimentSettings, SearchOptions
     base = make_settings({k: v for k, v in given.items() if k in SETTINGS})
     space = parse_space({k: v for k, v in given.items() if k in SPACE_NAMES})
     keys = ("backend", "tuner", "max_trials", "max_epochs", "patience", "epochs", "max_params", "trial_fraction",
-            "max_trial_images", "time_budget", "overwrite", "retrain", "top", "chief_wait", "worker_timeout")
+            "max_trial_images", "time_budget", "overwrite", "retrain", "top", "chief_wait", "worker_timeout",
+            "worker_silence")
     return base, SearchOptions(space=space, **{k: given[k] for k in keys})
 
 

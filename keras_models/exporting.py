@@ -9,6 +9,7 @@ captures and tf2onnx turns into extra graph inputs; Rescaling casts its constant
 """
 from __future__ import annotations
 
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -40,7 +41,9 @@ def export_model(model: keras.Model, fmt: str, path: Path) -> None:
     exported = onnx_ready(model) if fmt == "onnx" else model
     signature = [keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="uint8", name=INPUT_NAME)]
     options = {"opset_version": ONNX_OPSET} if fmt == "onnx" else {}
-    exported.export(str(path), format=_KERAS_FORMATS[fmt], input_signature=signature, verbose=False, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Keras's patch of tf2onnx for numpy 2 checks np.object
+        exported.export(str(path), format=_KERAS_FORMATS[fmt], input_signature=signature, verbose=False, **options)
     if fmt == "onnx":
         name_io(path)
 

@@ -71,7 +71,8 @@ def onnx_ready(model: keras.Model) -> keras.Model:
 
 
 def _from_config(layer, config: dict):
-    return layer.__class__.from_config({**config, "dtype": "float32"})
+    """A fresh copy of a layer in float32 (a functional graph's plain operations, keras.ops.add..., have no dtype)."""
+    return layer.__class__.from_config({**config, "dtype": "float32"} if "dtype" in config else config)
 
 
 def _clone(model: keras.Model, clone_function) -> keras.Model:

@@ -313,3 +313,19 @@ def test_an_existing_output_needs_overwrite(runs, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [EXPORT_JSON, "model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "deploy"]  # no temporary folder left
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_zoo_backbone_exports_to_onnx(backend, tmp_path, capsys):
+    """MobileNetV3-Small from scratch, resized in the network: Keras's exporter must not run its batch norm in
+    training mode (keras_models.exporting.in_inference_mode)."""
+    code = train_cli.main(backend, ["--dataset", "digits", "--model", "mobilenet", "--image-size", "32", "--epochs",
+                                    "1", "--train-images", "100", "--profile", "false", "--out",
+                                    str(tmp_path / "runs"), "--progress", "none"])
+    assert code == 0
+    run_dir = tmp_path / "runs" / "mobilenet-digits" / backend / "version_0"
+    code, _, err = _export(capsys, run_dir, "--format", "onnx")
+    assert code == 0, err
+    probs = softmax(onnx_file.run_onnx(run_dir / "exported" / "onnx" / "model.onnx", _test_images(run_dir)))
+    np.testing.assert_allclose(probs, _run_probs(run_dir), atol=1e-5)

@@ -5,7 +5,8 @@ its own runtime (onnxruntime, tf.saved_model.load, ai_edge_litert) for the parit
 The exported model is float32: a checkpoint of a mixed-precision run is cloned with a float32 policy, its weights
 copied (they are float32 under every policy). For ONNX, the clone also applies the Normalization layer's affine map
 with a Rescaling layer: Normalization keeps its mean and variance as eager tensors, which the traced function
-captures and tf2onnx turns into extra graph inputs; Rescaling casts its constants inside the call.
+captures and tf2onnx turns into extra graph inputs; Rescaling casts its constants inside the call. Every format
+exports the model called with training=False (in_inference_mode).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""export.py: ONNX of mlp, first_cnn and cifar_cnn (batch norm, dropout) from both backends checked, uint8 with a
-symbolic batch, equal to the framework's inference-mode logits at batch sizes 1 and 7, run where neither torch nor
-TensorFlow is imported; pt2, SavedModel (and, slow, LiteRT) round trips of tiny finished runs against the runs' own
-test probabilities; the parity check failing; every bad input in one sentence, nothing written.
+"""export.py: ONNX of first_cnn and cifar_cnn (batch norm, dropout) from both backends checked, uint8 with a symbolic
+batch, equal to the framework's inference-mode logits at batch sizes 1 and 7; a mixed-precision Keras model exported
+in float32; the parity check failing. On tiny finished mlp runs: ONNX, pt2, SavedModel (and, slow, LiteRT) files that
+give the runs' own test probabilities, also where neither torch nor TensorFlow is imported; every bad input in one
+sentence, nothing written. Slow: a zoo backbone of each backend.
 """
 from __future__ import annotations
 

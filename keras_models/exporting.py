@@ -57,7 +57,7 @@ def in_inference_mode(model: keras.Model) -> keras.Model:
     keras.applications backbone then runs its batch norm in training mode (found on MobileNetV3Small, trained from
     scratch: the export's logits differed from predict's by up to 12)."""
     inputs = keras.Input(shape=model.input_shape[1:], dtype="uint8", name=INPUT_NAME)
-    return keras.Model(inputs, model(inputs, training=False), name=f"{model.name}_inference")
+    return keras.Model(inputs, model(inputs, training=False), name=f"{model.name}-inference")
 
 
 def float32_model(model: keras.Model) -> keras.Model:

@@ -17,9 +17,10 @@ import torch
 import core.frameworks
 import export as export_script
 from conftest import call_main
+from core.errors import LabError
 from lab.config.data import load_data
 from lab.config.settings import make_settings
-from lab.export import onnx_file
+from lab.export import export_run, onnx_file
 from lab.export.export_run import EXPORT_JSON, TOLERANCE, ExportFailed, check_parity, export_record
 from lab.reports.metrics import softmax
 from lab.run import train_cli
@@ -299,7 +300,8 @@ def test_a_folder_that_is_not_a_finished_run_is_refused(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_existing_output_needs_overwrite(runs, tmp_path, capsys):
+def test_an_existing_output_needs_overwrite_and_seeded_images_stand_in_for_missing_data(runs, tmp_path, capsys,
+                                                                                        monkeypatch):
     out = tmp_path / "deploy"
     out.mkdir()
     (out / "mine.txt").write_text("kept")
@@ -309,9 +311,15 @@ def test_an_existing_output_needs_overwrite(runs, tmp_path, capsys):
     (tmp_path / "a-file").write_text("x")
     code, _, err = _export(capsys, runs["lightning"], "--format", "onnx", "--out", tmp_path / "a-file" / "deploy")
     _assert_refused(code, err, "is a file")
+    def no_data(settings):
+        raise LabError("the digits are not here.")
+
+    monkeypatch.setattr(export_run, "load_data", no_data)
     code, _, err = _export(capsys, runs["lightning"], "--format", "onnx", "--out", out, "--overwrite")
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [EXPORT_JSON, "model.onnx"]
+    parity = json.loads((out / EXPORT_JSON).read_text())["parity"]
+    assert parity["images"] == "seeded" and parity["count"] == 1000 and "not here" in parity["why"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "deploy"]  # no temporary folder left
 
 

@@ -24,6 +24,7 @@ from keras_models.compiling import check_xla, compile_model
 from keras_models.components.augment import apply_numpy, build_augment
 from keras_models.components.backbones import TransferParts, build_transfer, set_trainable, transfer_parts, zoo_flops
 from keras_models.components.network import build_network, count_params
+from keras_models.exporting import FORMATS, export_checkpoint
 from keras_models.profiling import measure
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
@@ -33,7 +34,7 @@ from lab.records.checkpoint_files import best_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import LoadedNetwork, Trained, phase_stats, trained
+from lab.run.backend import Exported, LoadedNetwork, Trained, phase_stats, trained
 from lab.specs.models import model_spec
 from lab.specs.optimizer import OptimizerSpec
 from lab.specs.phases import Phase, TransferLog, is_transfer, plan_phases, transfer_details
@@ -47,6 +48,7 @@ POLICIES = {"32": "float32", "16-mixed": "mixed_float16", "bf16-mixed": "mixed_b
 
 class KerasBackend:
     name = "keras"
+    export_formats = FORMATS
 
     def plan_devices(self, settings: ExperimentSettings) -> DevicePlan:
         _refuse_multi_worker(settings)
@@ -84,6 +86,11 @@ class KerasBackend:
         """A .keras file holds the whole model; `description` is never needed."""
         model = keras.models.load_model(checkpoint, safe_mode=True)
         return LoadedNetwork(tuple(model.input_shape[1:]), lambda images: predict_logits(model, images))
+
+    def export(self, checkpoint: Path, fmt: str, path: Path, images: np.ndarray,
+               description: Callable[[], dict]) -> Exported:
+        """A .keras file holds the whole model; `description` is never needed."""
+        return export_checkpoint(checkpoint, fmt, path, images)
 
 
 BACKEND = KerasBackend()

@@ -32,7 +32,7 @@ from lab.records.checkpoint_files import best_file, last_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import LoadedNetwork, Trained, phase_stats, trained
+from lab.run.backend import Exported, LoadedNetwork, Trained, phase_stats, trained
 from lab.specs.networks import describe
 from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import resolve_weights
@@ -43,6 +43,7 @@ from lightning_modules.components import count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferParts, transfer_parts, zoo_flops
 from lightning_modules.distributed import build_strategy
+from lightning_modules.exporting import FORMATS, export_classifier
 from lightning_modules.profiling import measure
 from lightning_modules.rank_death import RankDeath, one_sentence_on_death
 from lightning_modules.weights import load_initial_weights
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 class LightningBackend:
     name = "lightning"
+    export_formats = FORMATS
 
     def plan_devices(self, settings: ExperimentSettings) -> DevicePlan:
         gpus = torch.cuda.device_count()
@@ -86,6 +88,10 @@ class LightningBackend:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return LoadedNetwork(tuple(model.hparams.network["input_shape"]),
                              lambda images: predict_logits(model, images, device))
+
+    def export(self, checkpoint: Path, fmt: str, path: Path, images: np.ndarray,
+               description: Callable[[], dict]) -> Exported:
+        return export_classifier(load_classifier(checkpoint, description), fmt, path, images)
 
 
 BACKEND = LightningBackend()

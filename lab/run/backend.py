@@ -63,8 +63,18 @@ class LoadedNetwork:
     logits: Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W x C -> N x classes, before any softmax
 
 
+@dataclass(frozen=True)
+class Exported:
+    """A backend's export of one checkpoint (export.py), with what its parity check compares."""
+
+    reference: np.ndarray  # logits of the framework's float32 network in inference mode, on the parity images
+    exported: np.ndarray  # logits of the exported file, run in its own runtime, on the same images
+    details: dict = field(default_factory=dict)  # the opset (ONNX), the versions of the packages used, ...
+
+
 class Backend(Protocol):
     name: str
+    export_formats: tuple[str, ...]  # what `export` writes (lab.export.export_run.FORMATS)
 
     def plan_devices(self, settings: ExperimentSettings) -> DevicePlan:
         """The devices this run trains on; LabError when this machine cannot meet the request."""
@@ -88,6 +98,12 @@ class Backend(Protocol):
         """The network of one of this backend's checkpoints, without the run's data: a checkpoint holds its
         network (a Lightning one in its hyperparameters); `description`, the run's lab.specs.networks.describe,
         is called only for a Lightning checkpoint written before they did."""
+
+    def export(self, checkpoint: Path, fmt: str, path: Path, images: np.ndarray,
+               description: Callable[[], dict]) -> Exported:
+        """Write the checkpoint's network, float32 and in inference mode, to `path` in `fmt` (one of
+        export_formats), taking uint8 N x H x W x C images with a dynamic batch; run `images` through the network
+        and through the written file in its own runtime. `description` as for load_network."""
 
 
 def phase_stats(params: ParamCount, test_logits: np.ndarray, labels: np.ndarray) -> PhaseStats:

@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,9 @@ WAY_TITLES = {"torch": "torch, inference_mode", "keras-call": "model(x, training
               "keras-predict": "model.predict", "onnx": "ONNX Runtime"}
 NATIVE = {"lightning": "torch", "keras": "keras-call"}
 ONNX_FILE = Path("exported") / "onnx" / "model.onnx"
+# wall: the latency a caller sees; cpu: the CPU time the process spent (all its threads), which other work on a
+# shared machine barely changes
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def train_flags(model: str, args) -> list[str]:
@@ -94,7 +98,7 @@ def export_onnx(run_dir: Path, log: Path) -> str | None:
 
 def child(args) -> None:
     """--way: one way timed on one run, its figures written to --result as JSON."""
-    timing = {"calls": args.calls, "warmup": args.warmup, "budget_s": None}
+    timing = {"calls": args.calls, "warmup": args.warmup, "budget_s": None, "clock": CLOCKS[args.clock]}
     figures = way_figures(args.way, Path(args.run_dir[0]), args.threads, np.load(args.images), timing)
     write_json_atomic(args.result, figures)
 
@@ -167,7 +171,7 @@ def run_way(args, key: str, run_dir: Path, way: str, logs: Path) -> dict:
     result = logs / f"{name}-{way}.json"
     argv = [sys.executable, "-m", "bench.inference", "--way", way, "--run-dir", str(run_dir), "--images",
             str(logs / f"{name}-images.npy"), "--threads", str(args.threads), "--calls", str(args.calls), "--warmup",
-            str(args.warmup), "--result", str(result)]
+            str(args.warmup), "--clock", args.clock, "--result", str(result)]
     return fresh_process(argv, result, logs / f"{name}-{way}.log", env=thread_env(args.threads))
 
 
@@ -264,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"compute threads of every way (default this machine's {os.cpu_count()})")
     parser.add_argument("--calls", type=int, default=200, help="batch-1 calls timed (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="batch-1 calls before timing (default 20)")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall: elapsed time (default); cpu: the CPU time each way's process spent, steadier on a "
+                             "machine shared with other work")
     parser.add_argument("--way", default=None, help=argparse.SUPPRESS)  # a child process: one way on one run
     parser.add_argument("--images", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -276,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = prepare_runs(args, Path(args.out) if args.out else logs / "runs", logs)
         load = os.getloadavg()[0]
         results = rounds(args, runs, logs)
-    print(f"\nInference on the CPU, {args.threads} thread(s) per way, each way a fresh process; the median of "
+    print(f"\nInference on the CPU ({args.clock} clock), {args.threads} thread(s) per way, each way a fresh process; "
+          "the median of "
           f"{args.rounds} rounds, each of {args.calls} batch-1 calls after {args.warmup} warm-up calls and 5 calls "
           f"of 256 images after one; load average {load:.1f} before the rounds, {os.getloadavg()[0]:.1f} after:\n")
     print(table(results))

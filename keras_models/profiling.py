@@ -1,6 +1,7 @@
 """The Keras calls of the per-step profile (lab.records.profile): a bare step on a copy of the model and its
 optimizer (a tf.function of forward, loss, gradients and update, XLA-compiled when the run is), and a fresh copy
-of the run's tf.data training pipeline alone."""
+of the run's tf.data training pipeline alone; and the call of the inference speed (lab.records.inference_timing):
+the model called directly, training=False."""
 from __future__ import annotations
 
 import random
@@ -9,6 +10,7 @@ import numpy as np
 
 from callbacks.keras_profile import StepClock
 from core.frameworks import keras, tf
+from lab.records import inference_timing
 from lab.records.profile import breakdown, next_batch, no_sync
 
 
@@ -25,6 +27,13 @@ def measure(model: keras.Model, pipeline, clock: StepClock, gpu: bool) -> dict |
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
+
+
+def inference_speed(model: keras.Model, images: np.ndarray, gpu: bool, **timing) -> dict:
+    """How fast the model infers, called directly (model(x, training=False)); images: uint8 N x H x W x C, the test
+    split; timing: lab.records.inference_timing.measure's arguments."""
+    sync = tf.test.experimental.sync_devices if gpu else no_sync
+    return inference_timing.measure(lambda batch: model(batch, training=False), images, sync, **timing)
 
 
 def _bare_step(model: keras.Model, images, labels):

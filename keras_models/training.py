@@ -25,7 +25,7 @@ from keras_models.components.augment import apply_numpy, build_augment
 from keras_models.components.backbones import TransferParts, build_transfer, set_trainable, transfer_parts, zoo_flops
 from keras_models.components.network import build_network, count_params
 from keras_models.exporting import FORMATS, export_checkpoint
-from keras_models.profiling import measure
+from keras_models.profiling import inference_speed, measure
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
 from lab.config.launch import Launch, detect
@@ -34,7 +34,7 @@ from lab.records.checkpoint_files import best_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import Exported, LoadedNetwork, Trained, phase_stats, trained
+from lab.run.backend import Exported, LoadedNetwork, Trained, inference_result, phase_stats, trained
 from lab.specs.models import model_spec
 from lab.specs.optimizer import OptimizerSpec
 from lab.specs.phases import Phase, TransferLog, is_transfer, plan_phases, transfer_details
@@ -150,9 +150,12 @@ def _train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan
                                                 splits.test.labels))
     tested = best_model(run_dir) if settings.test_weights == "best" else model
     profile = measure(model, lambda: _pipeline(settings, splits, 0, 1), clock, plan.num_gpus > 0) if clock else None
-    return trained(predict_logits(tested, splits.test.images), splits.test.labels, count_params(model), record,
-                   plan.describe(), plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
-                   zoo_flops(model, settings))
+    logits = predict_logits(tested, splits.test.images)
+    speed = inference_result(settings.profile, plan,
+                             lambda: inference_speed(tested, splits.test.images, plan.num_gpus > 0))
+    return trained(logits, splits.test.labels, count_params(model), record, plan.describe(),
+                   plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
+                   zoo_flops(model, settings), speed)
 
 
 def best_model(run_dir: Path) -> keras.Model:

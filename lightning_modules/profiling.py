@@ -1,10 +1,13 @@
 """The Lightning calls of the per-step profile (lab.records.profile): a bare step on a copy of the network and
 its optimizer, and the training batches alone (with the module's augmentation, which runs in the step here
-and in the pipeline on Keras)."""
+and in the pipeline on Keras); and the call of the inference speed (lab.records.inference_timing): the network in
+eval mode under torch.inference_mode."""
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
@@ -12,7 +15,8 @@ from torch.nn import functional as F
 from callbacks.lightning_profile import StepClock
 from callbacks.lightning_recorder import synchronize
 from datamodules.torch_data import ArraysDataModule
-from lab.records.profile import breakdown, next_batch
+from lab.records import inference_timing
+from lab.records.profile import breakdown, next_batch, no_sync
 from lightning_modules.classifier import ImageClassifier
 from lightning_modules.compiling import compile_network, is_compiled
 
@@ -31,6 +35,18 @@ def measure(trainer: pl.Trainer, module: ImageClassifier, data: ArraysDataModule
         torch.set_rng_state(states[0])
         if cuda:
             torch.cuda.set_rng_state_all(states[1])
+
+
+def inference_speed(module: ImageClassifier, images: np.ndarray, device: torch.device, context=nullcontext,
+                    **timing) -> dict:
+    """How fast the module's network infers on `device`, in eval mode under torch.inference_mode and context() (the
+    run's precision); images: uint8 N x H x W x C, the test split; timing: lab.records.inference_timing.measure's
+    arguments."""
+    net = module.eval().to(device).net
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else no_sync
+    with torch.inference_mode(), context():
+        return inference_timing.measure(lambda batch: net(torch.from_numpy(batch).to(device)), images, sync,
+                                        **timing)
 
 
 def _batches(module: ImageClassifier, data: ArraysDataModule):

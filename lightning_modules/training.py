@@ -32,7 +32,7 @@ from lab.records.checkpoint_files import best_file, last_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
-from lab.run.backend import Exported, LoadedNetwork, Trained, phase_stats, trained
+from lab.run.backend import Exported, LoadedNetwork, Trained, inference_result, phase_stats, trained
 from lab.specs.networks import describe
 from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import resolve_weights
@@ -44,7 +44,7 @@ from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferParts, transfer_parts, zoo_flops
 from lightning_modules.distributed import build_strategy
 from lightning_modules.exporting import FORMATS, export_classifier
-from lightning_modules.profiling import measure
+from lightning_modules.profiling import inference_speed, measure
 from lightning_modules.rank_death import RankDeath, one_sentence_on_death
 from lightning_modules.weights import load_initial_weights
 
@@ -147,10 +147,12 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
     tested = best_model(run_dir, model) if settings.test_weights == "best" and writes else model
     with trainer.precision_plugin.forward_context():  # the test set in the run's precision, as Keras predicts
         logits = predict_logits(tested, splits.test.images, device)
+    speed = inference_result(settings.profile and writes, plan, lambda: inference_speed(
+        tested, splits.test.images, device, trainer.precision_plugin.forward_context))
     return trained(logits, splits.test.labels, count_params(model.net), record,
                    plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
                    plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
-                   zoo_flops(describe(settings, splits)))
+                   zoo_flops(describe(settings, splits)), speed)
 
 
 def best_model(run_dir: Path, model: ImageClassifier) -> ImageClassifier:

@@ -7,6 +7,9 @@ import sys
 from importlib import metadata
 
 _PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "tensorflow", "keras", "keras-tuner")
+# Set by whatever starts several trainings on one machine's cores at once (its value says why), so that the runs
+# leave their inference speed unmeasured rather than measure it beside the others' work.
+SHARED_CORES_ENV = "LAB_SHARED_CORES"
 
 
 def cpu_model() -> str:
@@ -75,3 +78,14 @@ def describe_device(device: str) -> str:
     'cpu: AMD EPYC 7B13, 2 cores' or 'gpu x1 (NVIDIA H200); CPU AMD EPYC 9654, 16 cores'."""
     cpu = f"{cpu_model()}, {os.cpu_count()} cores"
     return f"{device}: {cpu}" if device.startswith("cpu") else f"{device}; CPU {cpu}"
+
+
+def shared_cores(accelerator: str, world_size: int) -> str | None:
+    """Why this process shares its cores with other training (results.json "inference_skipped"), else None: the
+    reason LAB_SHARED_CORES gives, or a run of several CPU devices (DDP processes or Keras replicas)."""
+    told = os.environ.get(SHARED_CORES_ENV, "").strip()
+    if told:
+        return told
+    if accelerator == "cpu" and world_size > 1:
+        return f"it trained on {world_size} CPU devices sharing this machine's cores"
+    return None

@@ -142,8 +142,8 @@ HELP = {
                  "AVX512-BF16 or AMX, e.g. AMD Zen 4, Intel since Cooper Lake)",
     "compile": "compile the network for speed: torch.compile (Lightning; needs a C++ compiler on the CPU, triton "
                "on a GPU) or XLA (Keras' jit_compile); the first epoch then includes the compiling (true/false)",
-    "profile": "after training, time where a steady step goes (compute, data, the framework's loop) for "
-               "results.json and the lab report; about a second (true/false)",
+    "profile": "after training, time where a steady step goes (compute, data, the framework's loop) and how fast "
+               "the tested network infers, for results.json and the lab report; a second or two (true/false)",
 }
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
            "strategy": STRATEGIES, "test_weights": TEST_WEIGHTS,

@@ -15,6 +15,9 @@ from lab.reports.report import flops_text, markdown_table
 COLUMNS = ("Experiment", "Keras accuracy", "Lightning accuracy", "Keras time", "Lightning time",
            "Time ratio (Keras / Lightning)", "Params (Keras / Lightning)", "FLOPs per image (Keras / Lightning)",
            "Training GFLOP/s (Keras / Lightning)", "Share of peak (Keras / Lightning)")
+# results.json "inference" (lab.records.inference_timing), beside the training time's columns
+INFERENCE_COLUMNS = ("Inference ms per image, batch 1 (Keras / Lightning)",
+                     "Inference images/s, batch 256 (Keras / Lightning)")
 
 
 def versus_part(runs: dict, sections: list[str], out: Path, spreads: dict[str, Spread] | None = None,
@@ -30,12 +33,26 @@ def versus_part(runs: dict, sections: list[str], out: Path, spreads: dict[str, S
         spread = (spreads or {}).get(section)
         pairs = {key: _rows(runs["keras"][section][key], runs["lightning"][section][key], peak) for key in keys}
         lines += [f"## {TITLES[section]}", "", markdown_table(COLUMNS, [_row(key, *pairs[key]) for key in keys]), ""]
+        rows = [_row(key, *pairs[key]) + inference_cells(runs, section, key) for key in keys]
+        lines += [f"## {TITLES[section]}", "", markdown_table(COLUMNS + INFERENCE_COLUMNS, rows), ""]
         for key in keys:
             keras, lightning = pairs[key]
             pair = [runs["keras"][section][key], runs["lightning"][section][key]]
             lines += [f"{key}: {versus_sentence('Keras', keras, 'PyTorch Lightning', lightning, spread)}", "",
                       curves_figure(pair, out, f"versus-{key}"), "", *profile_part(pair, out, key)]
     return lines
+
+
+def inference_cells(runs: dict, section: str, key: str) -> list[str]:
+    """The two runs' inference speeds; 'not measured' for a run that has none (made before it was measured, with
+    --profile false, or on cores shared with other training)."""
+    speeds = [load_results(runs[backend][section][key]).get("inference") or {} for backend in ("keras", "lightning")]
+
+    def pair(name: str, text) -> str:
+        cells = ["not measured" if s.get(name) is None else text(s[name]) for s in speeds]
+        return "not measured" if cells == ["not measured"] * 2 else " / ".join(cells)
+
+    return [pair("ms_per_image_b1", lambda ms: f"{ms:.3g}"), pair("images_per_s_b256", lambda n: f"{n:,.0f}")]
 
 
 def profile_part(pair: list[Path], out: Path, key: str) -> list[str]:

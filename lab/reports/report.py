@@ -89,6 +89,7 @@ def summary_lines(results: dict) -> list[str]:
         f"- Epoch time: first {_num(timing.get('first_epoch_s'), '.2f', 's')}, "
         f"steady {_num(timing.get('steady_epoch_s'), '.2f', 's')}",
         f"- Images per second: {_num(timing.get('images_per_s'), ',.0f')}{_achieved(results)}",
+        f"- Inference: {inference_text(results)}",
         f"- Finished at: {results['finished_at']}",
     ]
 
@@ -101,6 +102,25 @@ def flops_text(flops: int | None) -> str:
         if flops >= scale:
             return f"{flops / scale:.3g} {unit}FLOPs forward"
     return f"{flops} FLOPs forward"
+
+
+# how each backend's network was called for results.json "inference"
+INFERENCE_WAYS = {"lightning": "the network in eval mode under torch.inference_mode",
+                  "keras": "the model called directly, training=False"}
+
+
+def inference_text(results: dict) -> str:
+    """How fast the tested network infers (results.json "inference", lab.records.inference_timing), or why it was
+    not measured; runs made before it was measured, or with --profile false, say so."""
+    figures = results.get("inference")
+    if figures is None:
+        why = results.get("inference_skipped") or (
+            "--profile false" if results["hyperparameters"].get("profile") is False else None)
+        return f"not measured ({why})" if why else "not measured"
+    way = INFERENCE_WAYS.get(results["backend"], results["backend"])
+    return (f"{figures['ms_per_image_b1']:.3g} ms per image at batch 1 (median of {figures['calls_b1']} calls, p95 "
+            f"{figures['p95_ms_b1']:.3g} ms), {_num(figures['images_per_s_b256'], ',.0f')} images/s at batch 256; "
+            f"{way}, on {figures['machine']}")
 
 
 def _achieved(results: dict) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 from core.errors import LabError
+from lab.config.machine import shared_cores
 from lab.records.recording import best_epoch
 from lab.reports.metrics import accuracy
 from lab.specs.phases import PhaseStats
@@ -53,6 +54,9 @@ class Trained:
     # Forward FLOPs per image the backend counted on its own network, for a zoo backbone, which no spec describes
     # (a spec network's are counted once, from its spec: lab.run.runner.flops_per_image)
     zoo_flops: int | None = None
+    # How fast the tested network infers (lab.records.inference_timing.measure), machine not named; {"skipped": why}
+    # where the cores were shared with other training; None when not measured (--profile false, a tuner trial)
+    inference: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ def tested_weights(test_weights: str, history: list[dict], phases: list[Phase] =
 
 def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, record: RunRecord, device: str,
             layout: dict, test_weights: str, log: TransferLog | None = None, phases: list[Phase] = (),
-            profile: dict | None = None, zoo_flops: int | None = None) -> Trained:
+            profile: dict | None = None, zoo_flops: int | None = None, inference: dict | None = None) -> Trained:
     """The Trained a backend returns, test_logits from the `test_weights` (last or best); a transfer run (its
     log given) records its last phase first and reports its phases in `extra`."""
     tested = tested_weights(test_weights, record.history, phases)
@@ -129,7 +133,17 @@ def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, rec
     if log is not None:
         log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
         extra = log.summary(phases, record.history)
-    return Trained(test_logits, params, record, device, extra, layout, tested, profile, zoo_flops)
+    return Trained(test_logits, params, record, device, extra, layout, tested, profile, zoo_flops, inference)
+
+
+def inference_result(wanted: bool, plan: DevicePlan, measure: Callable[[], dict]) -> dict | None:
+    """Trained.inference: None when not `wanted` (--profile false, a tuner trial, a process that writes nothing),
+    {"skipped": why} where the cores are shared with other training (lab.config.machine.shared_cores), else
+    measure()'s figures."""
+    if not wanted:
+        return None
+    why = shared_cores(plan.accelerator, plan.world_size)
+    return {"skipped": why} if why else measure()
 
 
 def get_backend(name: str) -> Backend:

@@ -25,7 +25,7 @@ from lab.progress import progress
 from lab.records.results import PREDICTIONS_FILE, achieved_gflops, save_results
 from lab.records.rundirs import find_resumable, load_settings, new_run_dir, next_run_dir, save_settings
 from lab.reports.metrics import accuracy, cross_entropy, softmax
-from lab.reports.report import flops_text, write_run_outputs
+from lab.reports.report import flops_text, inference_text, write_run_outputs
 from lab.run.backend import TITLES, Backend, Trained, get_backend, tensorboard_hparams
 from lab.specs.architectures import forward_flops
 from lab.specs.augmentation import check_settings as check_augmentation
@@ -147,7 +147,18 @@ def build_results(backend: str, settings: ExperimentSettings, splits: DataSplits
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "extra": trained.extra,
         "profile": None if trained.profile is None else {**trained.profile, "machine": describe_device(trained.device)},
+        **inference_fields(trained),
     }
+
+
+def inference_fields(trained: Trained) -> dict:
+    """results.json's "inference" (lab.records.inference_timing), the machine named; null with "inference_skipped"
+    (why) where the cores were shared with other training; nothing where it was not measured (--profile false)."""
+    if trained.inference is None:
+        return {}
+    if "skipped" in trained.inference:
+        return {"inference": None, "inference_skipped": trained.inference["skipped"]}
+    return {"inference": {**trained.inference, "machine": describe_device(trained.device)}}
 
 
 def flops_per_image(settings: ExperimentSettings, splits: DataSplits, trained: Trained) -> int | None:
@@ -178,6 +189,7 @@ def print_summary(results: dict, run_dir: Path) -> None:
     print(f"test accuracy {results['test']['accuracy']:.2%}, test loss {results['test']['loss']:.4f}")
     print(f"training time {t['total_s']:.2f} s (first epoch {t['first_epoch_s']:.2f} s, then "
           f"{t['steady_epoch_s']:.2f} s per epoch, {t['images_per_s']:,.0f} images/s{_gflops(results)})")
+    print(f"inference: {inference_text(results)}")
     if t.get("compile_s") is not None:
         print(f"compiled: the first epoch took {t['compile_s']:.2f} s more than a steady one, compiling included")
     print(f"results: {run_dir}")

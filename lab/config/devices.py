@@ -169,3 +169,40 @@ def _asked(settings: DeviceSpec) -> str:
     if settings.gpus:
         return f"--gpus {settings.gpus} asks for {settings.gpus} GPU(s)"
     return f"--accelerator {settings.accelerator} --devices {settings.devices} asks for a GPU"
+
+
+def lab_devices(settings: ExperimentSettings | DeviceSpec, gpus: list[str], cores: int,
+                launch: Launch | None = None) -> list[str]:
+    """run_lab.py's devices, one run on each at a time: the CUDA_VISIBLE_DEVICES entry of each GPU asked for
+    (`gpus`: those this machine shows), or N slots of the CPU ("cpu0", ...), which divide its cores. LabError when
+    the machine has fewer, before any training."""
+    launch = detect() if launch is None else launch
+    if launch.several:
+        raise LabError(f"run_lab.py starts a process per run itself, so it cannot run under {launch.kind}; start it "
+                       "once, with --devices N, or run the steps of its --plan on the cluster (docs/scale-out.md).")
+    spec = settings if isinstance(settings, DeviceSpec) else DeviceSpec.from_settings(settings)
+    plan = _plan(spec, len(gpus), Launch(None))
+    if plan.accelerator == "gpu":
+        return [gpus[i] for i in plan.devices]
+    if plan.devices > cores:
+        raise LabError(f"--devices {plan.devices} asks for {plan.devices} CPU processes but this machine has "
+                       f"{cores} core(s); use --devices {cores} or fewer.")
+    return [f"cpu{i}" for i in range(plan.devices)]
+
+
+def one_device_flags(settings: ExperimentSettings | DeviceSpec, machine_gpus: int) -> dict:
+    """The device settings each run of a lab saves, whatever the lab's device count: one device (devices 'auto',
+    gpus unset; on a GPU, index 0 of the one GPU the run sees), and the accelerator as 'auto' wherever 'auto'
+    picks the same, so that a run matches the runs of labs on 1 or N devices, and of labs made before.
+    machine_gpus: the machine's GPUs, whichever a process sees, so that the lab and its children agree."""
+    spec = settings if isinstance(settings, DeviceSpec) else DeviceSpec.from_settings(settings)
+    accelerator, _ = _wanted(spec, machine_gpus, Launch(None))
+    auto = "gpu" if machine_gpus else "cpu"
+    return {"accelerator": "auto" if accelerator == auto else accelerator, "gpus": None, "devices": "auto"}
+
+
+def requested_count(settings: ExperimentSettings | DeviceSpec) -> int:
+    """How many devices the flags ask for, on whatever machine (one for 'auto')."""
+    spec = settings if isinstance(settings, DeviceSpec) else DeviceSpec.from_settings(settings)
+    _, wanted = _wanted(spec, 1, Launch(None))
+    return len(wanted) if isinstance(wanted, list) else wanted

@@ -118,7 +118,8 @@ def require_one_device(settings: ExperimentSettings | DeviceSpec, launch: Launch
         (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
     if several or launch.several:
         raise LabError("this command trains its runs one after another on one device; for several devices or "
-                       "machines train each run with train_lightning.py or train_keras.py (docs/scale-out.md).")
+                       "machines train each run with train_lightning.py or train_keras.py, or the whole lab with "
+                       "run_lab.py --devices N (docs/scale-out.md).")
 
 
 def _layout(settings: DeviceSpec, launch: Launch) -> tuple[int, str]:

@@ -54,17 +54,18 @@ class Job:
 
 
 def build_jobs(lab: Lab) -> list[Job]:
-    """Every job of the lab in the order a single device runs them. Identical experiments of two sections (2 and
-    3 share cifar_cnn) make one job; the same key with other settings is a mistake in the plan."""
+    """Every job of the lab, in the order the pool starts them when they are ready. Identical experiments of two
+    sections (2 and 3 share cifar_cnn) make one job; the same key with other settings is a mistake in the plan."""
     jobs: dict[str, Job] = {}
     for backend in in_training_order(lab.backends):
         for section in lab.sections:
+            if section == "mnist":  # first: the longest, and it takes every device free when it starts
+                _add(jobs, Job(f"{backend}.{SEARCH}", backend, SEARCH, "keras-tuner search", (section,)))
             for exp in experiments(section, lab.preset, lab.data["mnist"], lab.data["cifar"], lab.cifar_classes,
                                    lab.spread):
                 _add(jobs, Job(f"{backend}.{exp.key}", backend, exp.key, exp.label, (section,),
                                tuple(f"{backend}.{k}" for k in [exp.weights_from] if k), exp))
             if section == "mnist":
-                _add(jobs, Job(f"{backend}.{SEARCH}", backend, SEARCH, "keras-tuner search", (section,)))
                 _add(jobs, Job(f"{backend}.{TUNED}", backend, TUNED, "tuned CNN", (section,),
                                (f"{backend}.{SEARCH}",)))
     return list(jobs.values())

@@ -62,9 +62,9 @@ class Pool:
         before = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while len(self.state) < len(self.jobs):
-                self._start_ready()
                 self._poll()
-                if not self.running and len(self.state) < len(self.jobs):
+                self._start_ready()
+                if not self.running:  # nothing runs and nothing could start
                     self._stuck()
                 time.sleep(TICK_S)
         finally:
@@ -98,7 +98,7 @@ class Pool:
                 running.worker_logs.append(log)
             running.chief_env = {**self._env(None), **tuner, "KERASTUNER_TUNER_ID": "chief"}
         self.running[job.id] = running
-        self._record(job, "start", devices=devices)
+        self._record(job, "start", devices=devices, pids=[p.pid for p in running.processes])
         self.progress.started(job.id, devices, running.log)
         self._status()
 
@@ -129,6 +129,7 @@ class Pool:
         waited = time.monotonic() - running.started
         if waited > READY_S or processes.all_ready(running.workers, running.worker_logs, READY):
             running.main = processes.start(running.argv, running.chief_env, running.log)
+            self._record(running.job, "chief", pids=[running.main.pid])
 
     def _workers_done(self, running: Running) -> bool:
         """Whether a search's workers have ended (they do once the chief is done), or had GRACE_S to."""
@@ -164,7 +165,7 @@ class Pool:
         self.progress.status(training, pending)
 
     def _stuck(self) -> None:
-        for job in self.jobs:  # nothing runs and nothing can start: what is left waits for what never ends
+        for job in self.jobs:  # what is left waits for what never ends
             if job.id not in self.state:
                 self._end(job, "skipped")
 

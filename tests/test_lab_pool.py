@@ -20,7 +20,7 @@ from test_lab import _colour_tree
 from conftest import call_main
 from core import locks
 from core.errors import LabError
-from lab.pipeline.jobs import Job, dependents, stages
+from lab.pipeline.jobs import Job, build_jobs, dependents, stages
 from lab.pipeline.lab_progress import time_left
 from lab.pipeline.pool import JOBS_LOG
 from lab.pipeline.whole_lab import build_parser, main, make_lab
@@ -236,3 +236,12 @@ def _alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_sections_that_share_an_experiment_share_its_job(tmp_path, lab_cache):
+    data = _colour_tree(tmp_path / "colours")
+    args = build_parser().parse_args(["--preset", "tiny", "--backends", "keras", "--sections", "2,3",
+                                      "--cifar-dataset", "folder", "--data-dir", str(data), "--out", str(tmp_path)])
+    jobs = build_jobs(make_lab(args)[0])
+    assert [(j.id, j.sections) for j in jobs] == [("keras.cifar_cnn", ("cifar", "augmentation")),
+                                                  ("keras.cifar_cnn_augmented", ("augmentation",))]

@@ -76,8 +76,8 @@ def _add(jobs: dict[str, Job], job: Job) -> None:
     if known is None:
         jobs[job.id] = job
         return
-    same = known.experiment == job.experiment if job.experiment else True
-    if not same:
+    a, b = known.experiment, job.experiment
+    if a is not None and (a.settings, a.weights_from, a.seed_offset) != (b.settings, b.weights_from, b.seed_offset):
         raise ValueError(f"{job.id} appears in sections {known.sections[0]} and {job.sections[0]} with other "
                          "settings; give one of them another key in lab/pipeline/plan.py")
     jobs[job.id] = Job(known.id, known.backend, known.key, known.label, known.sections + job.sections, known.after,

@@ -191,15 +191,16 @@ def lab_devices(settings: ExperimentSettings | DeviceSpec, gpus: list[str], core
     return [f"cpu{i}" for i in range(plan.devices)]
 
 
-def one_device_flags(settings: ExperimentSettings | DeviceSpec, machine_gpus: int) -> dict:
-    """The device settings each run of a lab saves, whatever the lab's device count: one device (devices 'auto',
-    gpus unset; on a GPU, index 0 of the one GPU the run sees), and the accelerator as 'auto' wherever 'auto'
-    picks the same, so that a run matches the runs of labs on 1 or N devices, and of labs made before.
-    machine_gpus: the machine's GPUs, whichever a process sees, so that the lab and its children agree."""
+# The device settings each run of run_lab.py saves, whatever the lab's devices: one device, the accelerator that
+# the process sees. The lab places each run (CUDA_VISIBLE_DEVICES: its GPU, or none for a CPU lab), so a run
+# matches the runs of labs on 1 or N devices, on any machine, and those of labs made before with the defaults.
+ONE_DEVICE = {"accelerator": "auto", "gpus": None, "devices": "auto"}
+
+
+def asks_for_cpu(settings: ExperimentSettings | DeviceSpec) -> bool:
+    """Whether the flags name the CPU (--accelerator cpu, --gpus 0): its runs must not see a GPU."""
     spec = settings if isinstance(settings, DeviceSpec) else DeviceSpec.from_settings(settings)
-    accelerator, _ = _wanted(spec, machine_gpus, Launch(None))
-    auto = "gpu" if machine_gpus else "cpu"
-    return {"accelerator": "auto" if accelerator == auto else accelerator, "gpus": None, "devices": "auto"}
+    return spec.gpus == 0 or (spec.gpus is None and spec.accelerator == "cpu")
 
 
 def requested_count(settings: ExperimentSettings | DeviceSpec) -> int:

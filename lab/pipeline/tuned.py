@@ -14,7 +14,7 @@ from lab.tuning.space import overrides_of, parse_space, trial_settings
 from lab.tuning.trials import CSV_FILE, INT_METRICS, best_rows
 
 TEXT_COLUMNS = ("trial", "backend", "worker", "status", "padding", "optimizer", "message")
-ENDED = ("COMPLETED", "FAILED", "INVALID")  # a trial in any other state may still train
+ENDED = ("COMPLETED", "FAILED", "INVALID", "STOPPED")  # a trial in any other state may still train
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from core.cli import run_command
 from core.errors import LabError
 from core.io import write_text_atomic
 from lab.config.data import load_data
-from lab.config.devices import DeviceSpec, lab_devices, one_device_flags, requested_count
+from lab.config.devices import ONE_DEVICE, DeviceSpec, asks_for_cpu, lab_devices, requested_count
 from lab.config.flags import LabArgumentParser, add_progress_flag, add_setting_flags
 from lab.config.machine import gpu_names, machine_info
 from lab.config.settings import HELP, make_settings
@@ -107,7 +107,10 @@ def run_lab(args, argv: list[str]) -> Path | list[str] | None:
     lab, data_lines = make_lab(args)
     jobs = build_jobs(lab)
     if args.step:
-        run_step(lab, jobs, find_job(jobs, args.step))
+        job = find_job(jobs, args.step)
+        if asks_for_cpu(_device_spec(args)):  # as the pool places a CPU lab's runs, wherever the step runs
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        run_step(lab, jobs, job)
         return None
     lab_argv = _without(argv, LAB_ONLY)
     if args.plan:
@@ -130,7 +133,7 @@ def make_lab(args) -> tuple[Lab, list[str]]:
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir,
                       **({"image_size": args.image_size, "resize": args.resize} if args.image_size else {})}}
     common = {"out": args.out, "seed": args.seed, "precision": args.precision, "test_weights": args.test_weights,
-              **one_device_flags(_device_spec(args), len(gpu_names()))}
+              **ONE_DEVICE}
     make_settings(common)  # --out and the rest checked before anything runs
     data_lines, cifar_classes = _check_data(data, sections)
     return Lab(backends, sections, preset, data, cifar_classes, args.spread_seed, common, args.rerun), data_lines

@@ -69,7 +69,7 @@ class PoolProgress:
         from rich.console import Console
 
         self.total, self.devices, self.guess = total, devices, dict(guess)
-        self.console = console or Console(highlight=False)
+        self.console = console or Console(highlight=False, soft_wrap=True)  # a log keeps each line whole
         self.done = 0
         self.seconds: dict[str, list[float]] = defaultdict(list)
 

@@ -10,8 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
-
 
 def placement(index: int, gpus: list[str], threads: int) -> dict[str, str]:
     """A child's device: its GPU (the only one it sees), or its share of the CPU's threads (torch and
@@ -64,16 +62,6 @@ def kill_all(processes: list[subprocess.Popen]) -> None:
     """Every group of these children, whether the child itself has ended or not (its own children may not)."""
     for process in processes:
         kill_group(process)
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def all_ready(processes: list[subprocess.Popen], logs: list[Path], marker: str) -> bool:

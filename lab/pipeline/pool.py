@@ -106,12 +106,11 @@ class Pool:
         """A child's environment: its device (None: a search's chief, which only serves), nothing of a search
         unless given, and one plain line per epoch in its log."""
         env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
-        if device is None or device.startswith("cpu"):
+        if device is not None and device.startswith("cpu") and len(self.devices) == 1:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # alone on the CPU: its threads as this process has them
+        elif device is None or device.startswith("cpu"):
             threads = 1 if device is None else processes.cpu_share(len(self.devices))
             env.update(processes.placement(0, [], threads))
-            if len(self.devices) == 1 and device is not None:  # alone on the CPU: every core, as before
-                for name in (*processes.THREAD_VARIABLES, "TF_NUM_INTEROP_THREADS"):
-                    env.pop(name, None)
         else:
             env.update(processes.placement(0, [device], 0))
         if os.environ.get("LAB_PROGRESS") != "none":

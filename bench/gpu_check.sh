@@ -12,6 +12,8 @@
 #   2 GPUs (only when `nvidia-smi -L` lists at least 2): train_lightning.py --gpus 2 (DDP over NCCL),
 #            train_lightning.py --gpus 2 --sync-batchnorm true --model cnn --batch-norm true,
 #            train_keras.py --gpus 2 (MirroredStrategy)
+#   the lab: run_lab.py --gpus N (N: every GPU listed) with the tiny preset, section 1 on digits, both backends:
+#            each run in a process of its own on one GPU (CUDA_VISIBLE_DEVICES), the search over N workers
 # Data: Fashion-MNIST when /usr/share/datasets/fashion-mnist (or DATA_DIR) holds it, else the bundled digits,
 # which need no files; DATASET=... and DATA_DIR=... choose. EPOCHS (default 3) sets the training runs' epochs,
 # TRAIN_IMAGES their training images (default: 20,000 of Fashion-MNIST, all of digits).
@@ -126,6 +128,10 @@ if (( GPUS >= 2 )); then
     step keras-gpu2-mirrored 150 "$PY" train_keras.py --gpus 2 "${TRAIN[@]}"
 else
     SUMMARY+=("$(printf '%-30s skipped (%d GPU(s); the 2-GPU steps need 2)' "gpu2 steps" "$GPUS")")
+fi
+if (( GPUS >= 1 )); then
+    step "lab-gpus$GPUS" 300 "$PY" run_lab.py --preset tiny --mnist-dataset digits --sections 1 --gpus "$GPUS" \
+        --out "$WORK/lab-gpus$GPUS"
 fi
 
 REPORT="$WORK/gpu_check.txt"

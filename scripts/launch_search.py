@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as scripts/launch_search.py: the project's packages are beside scripts/
+    sys.path.insert(0, str(ROOT))
+from core import processes  # noqa: E402  (only core, the ground package: nothing of the lab)
+
 SCRIPTS = ("tune_keras.py", "tune_lightning.py")
 READY = "ready, waiting for the chief"  # a worker's line once it can take trials (lab.tuning.cluster.READY)
 
@@ -76,58 +78,27 @@ def _launch(args, command: list[str], gpus: list[str]) -> int:
     port = args.port or _free_port(args.ip)
     logs = Path(args.log_dir or tempfile.mkdtemp(prefix="search-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
-    threads = args.threads_per_worker or max(1, (os.cpu_count() or 1) // args.workers)
+    threads = args.threads_per_worker or processes.cpu_share(args.workers)
     script = [sys.executable, str(ROOT / Path(command[0]).name), *command[1:]]
     base = {**os.environ, "KERASTUNER_ORACLE_IP": args.ip, "KERASTUNER_ORACLE_PORT": str(port)}
-    processes: list[subprocess.Popen] = []
+    started: list[subprocess.Popen] = []
     try:
         print(f"launch_search: chief on {args.ip}:{port}; {args.workers} worker(s), output in {logs}", flush=True)
         for i in range(args.workers):  # first: once all are ready, they ask the chief together
-            env = {**base, "KERASTUNER_TUNER_ID": f"tuner{i}", **_placement(i, gpus, threads)}
-            processes.append(_start(script, env, logs / f"tuner{i}.log"))
-        _wait_ready(processes, [logs / f"tuner{i}.log" for i in range(args.workers)])
-        chief = _start(script, {**base, "KERASTUNER_TUNER_ID": "chief"}, None)
-        processes.append(chief)
+            env = {**base, "KERASTUNER_TUNER_ID": f"tuner{i}", **processes.placement(i, gpus, threads)}
+            started.append(processes.start(script, env, logs / f"tuner{i}.log"))
+        processes.wait_ready(started, [logs / f"tuner{i}.log" for i in range(args.workers)], READY)
+        chief = processes.start(script, {**base, "KERASTUNER_TUNER_ID": "chief"}, None)
+        started.append(chief)
         code = chief.wait()
-        _wait_workers(processes[:-1], logs)
+        _wait_workers(started[:-1], logs)
         return code
     except KeyboardInterrupt:
         print("launch_search: interrupted; stopping the search (run the same command to continue it)",
               file=sys.stderr)
         return 130
     finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def _placement(index: int, gpus: list[str], threads: int) -> dict[str, str]:
-    """A worker's device: its GPU, or its share of the CPU's threads (torch and TensorFlow read these)."""
-    if gpus:
-        return {"CUDA_VISIBLE_DEVICES": gpus[index % len(gpus)]}
-    return {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
-            "TF_NUM_INTEROP_THREADS": "1"}
-
-
-def _start(script: list[str], env: dict, log: Path | None) -> subprocess.Popen:
-    out = open(log, "w") if log else None
-    try:
-        return subprocess.Popen(script, env=env, cwd=Path.cwd(), start_new_session=True, stdout=out,
-                                stderr=subprocess.STDOUT if out else None)
-    finally:
-        if out:
-            out.close()
-
-
-def _wait_ready(workers: list[subprocess.Popen], logs: list[Path], timeout: float = 120) -> None:
-    """Until every worker has loaded its data and waits for the chief (or has ended, or `timeout`), so that no
-    worker still starting misses the first trials."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(w.poll() is not None or READY in log.read_text(errors="replace") for w, log in zip(workers, logs)):
-            return
-        time.sleep(0.2)
+        processes.kill_all([p for p in started if p.poll() is None])
 
 
 def _wait_workers(workers: list[subprocess.Popen], logs: Path, grace: float = 60) -> None:
@@ -144,12 +115,10 @@ def _wait_workers(workers: list[subprocess.Popen], logs: Path, grace: float = 60
 
 
 def _free_port(ip: str) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind((ip, 0))
-        except OSError as e:
-            raise Refusal(f"cannot serve on {ip} ({e.strerror}); give --ip an address of this machine.") from None
-        return s.getsockname()[1]
+    try:
+        return processes.free_port(ip)
+    except OSError as e:
+        raise Refusal(f"cannot serve on {ip} ({e.strerror}); give --ip an address of this machine.") from None
 
 
 if __name__ == "__main__":

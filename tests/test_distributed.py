@@ -265,7 +265,7 @@ def test_commands_of_many_runs_refuse_several_processes_but_not_a_one_task_job()
 @pytest.mark.parametrize("argv, message", [
     (["train_keras.py", "--strategy", "ddp"], "is Lightning's"),
     (["train_lightning.py", "--accelerator", "cpu", "--devices", "2", "--sync-batchnorm", "true"], "CUDA only"),
-    (["run_lab.py", "--devices", "2"], "one after another on one device"),
+    (["run_lab.py", "--accelerator", "cpu", "--devices", "64"], "core(s)"),
     (["augment_compare.py", "--accelerator", "cpu", "--devices", "2"], "one after another on one device"),
     (["tune_lightning.py", "--accelerator", "cpu", "--devices", "2"], "one after another on one device"),
 ])

@@ -1,4 +1,5 @@
 """run_lab.py end to end on tiny data: every section, both backends, one complete report, work reused."""
+import json
 import re
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from lab.pipeline.plan import PRESETS, class_halves, parse_sections
 from lab.pipeline.versus import versus_part
 from lab.pipeline.whole_lab import main
 from lab.records.results import RESULTS_FILE, load_results
-from lab.run.backend import in_training_order
 from lab.run.reuse import ensure_run
 
 
@@ -32,62 +32,36 @@ def _colour_tree(root, per_class=24, size=16):
     return root
 
 
-TINY = {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width": 4, "depth": 1, "dense_units": 8,
-        "tuner_space": PRESETS["quick"]["tuner_space"], "tuner_trials": 2, "tuner_epochs": 1, "tuner_images": None,
-        "finetune_epochs": 1, "transfer_train_images": 30,
-        "augment": {"flip": True, "crop_pad": 2}}
-
-
-def _tiny_lab(tmp_path, monkeypatch, capsys, backends: str) -> str:
-    """run_lab on tiny data, every section; returns the report after checking what every backend's part holds
-    and that a second call reuses everything."""
-    monkeypatch.setitem(PRESETS, "quick", TINY)
+@pytest.mark.slow  # every section on both backends, each run in a process of its own: minutes on two cores
+def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys):
     data = _colour_tree(tmp_path / "colours")
-    args = ["--preset", "quick", "--mnist-dataset", "digits", "--cifar-dataset", "folder", "--data-dir", str(data),
-            "--out", str(tmp_path / "lab"), "--backends", backends]
+    args = ["--preset", "tiny", "--mnist-dataset", "digits", "--cifar-dataset", "folder", "--data-dir", str(data),
+            "--out", str(tmp_path / "lab")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    runs = len(backends.split(",")) * 13  # each section's runs and its baseline's next seed: 1: 4, 2: 2, 3: 3, 4: 4
-    assert re.findall(r"run (\d+) of (\d+): ", out) == [(str(k), str(runs)) for k in range(1, runs + 1)]
-    first = in_training_order(backends.split(","))[0]  # run_lab trains one backend after the other, in this order
-    assert "run 1 of %d: mnist, first CNN, %s" % (runs, first) in out
-    assert re.search(r"time left: about \d+ s for 1 run\(s\), plus 4 run\(s\) of a kind not timed yet", out) \
-        or len(backends.split(",")) == 2  # one backend: after section 3's augmented CNN (its next seed reused)
+    assert len(re.findall(r"^done \S+ in ", out, re.MULTILINE)) == 2 * 13  # 12 runs and a search per backend
     report = (tmp_path / "lab" / "lab-report.md").read_text()
     for heading in ("### 1.2. First CNN", "### 1.3. Comparison", "### 1.4. Model improvement",
                     "## 2. Convolutional Neural Network on CIFAR10", "## 3. Data augmentation",
                     "## 4. Transfer learning / fine-tuning on CIFAR10", "#### Transfer learning"):
-        assert report.count(heading) == len(backends.split(",")), heading
+        assert report.count(heading) == 2, heading
+    for heading in ("# Keras", "# PyTorch", "# Keras against PyTorch Lightning"):
+        assert heading in report, heading
     assert "class0, class1" in report and "class2, class3" in report
     assert "| X |" not in report and "TODO" not in report and "nan" not in report
     assert "`digits`" in report and "`folder`" in report
-    assert report.count("Trained again with seed 1") == 4 * len(backends.split(","))  # each section's spread
+    assert report.count("Trained again with seed 1") == 4 * 2  # each section's spread, on each backend
     backends_parts = report.split("# Keras against PyTorch Lightning")[0]  # each section's sentences name its spread
     parts = re.split(r"^## (\d)\. ", backends_parts, flags=re.MULTILINE)
     named = [(number, re.findall(r"section (\d)'s run-to-run spread", text)) for number, text in zip(parts[1::2],
                                                                                                   parts[2::2])]
     assert all(set(spreads) <= {number} for number, spreads in named) and any(spreads for _, spreads in named), named
     assert "Best validation epoch" in report and "run-to-run spread" in report
+    assert report.count("| tuned CNN |") == 2 and report.count("| fine-tuned (second half) |") == 2
     for link in re.findall(r'<img src="([^"]+)"', report):
         assert (tmp_path / "lab" / link).is_file(), link
-    capsys.readouterr()
     assert main(args) == 0  # the second time everything is reused
-    assert "ran ->" not in capsys.readouterr().out
-    return report
-
-
-def test_tiny_lab_end_to_end_on_one_backend(tmp_path, lab_cache, capsys, monkeypatch):
-    report = _tiny_lab(tmp_path, monkeypatch, capsys, "lightning")
-    assert "# PyTorch" in report and "# Keras" not in report
-    assert report.count("| tuned CNN |") == 1 and report.count("| fine-tuned (second half) |") == 1
-
-
-@pytest.mark.slow  # every section on both backends: two minutes on two cores
-def test_tiny_lab_end_to_end(tmp_path, lab_cache, capsys, monkeypatch):
-    report = _tiny_lab(tmp_path, monkeypatch, capsys, "keras,lightning")
-    for heading in ("# Keras", "# PyTorch", "# Keras against PyTorch Lightning"):
-        assert heading in report, heading
-    assert report.count("| tuned CNN |") == 2 and report.count("| fine-tuned (second half) |") == 2
+    assert "done " not in capsys.readouterr().out
 
 
 def test_the_versus_part_sets_keras_against_lightning(tmp_path):
@@ -140,7 +114,7 @@ def test_an_interrupted_experiment_is_resumed_and_a_finished_one_reused(backend,
 
 
 def test_each_preset_searches_in_a_folder_of_its_own_and_a_changed_search_gets_run_labs_advice(tmp_path):
-    from lab.pipeline.tuned import tuned_run
+    from lab.pipeline.tuned import search
     from lab.tuning.search import SEARCH_FILE, search_folder
 
     first = {"dataset": "digits", "model": "first_cnn", "epochs": 1, "batch_size": 32, "out": str(tmp_path)}
@@ -148,34 +122,33 @@ def test_each_preset_searches_in_a_folder_of_its_own_and_a_changed_search_gets_r
     folder.mkdir(parents=True)
     (folder / SEARCH_FILE).write_text('{"tuner": "bayesian"}')  # an earlier search there, on other settings
     with pytest.raises(LabError) as error:
-        tuned_run("lightning", first, {**PRESETS["quick"], "name": "quick"}, rerun=False)
+        search("lightning", first, {**PRESETS["quick"], "name": "quick"}, rerun=False)
     assert str(folder) in str(error.value) and '"bayesian" there, "random" now' in str(error.value)
     assert "add --rerun" in str(error.value) and "--overwrite" not in str(error.value)
 
 
-def test_the_time_left_comes_from_the_runs_of_each_kind_done_so_far(tmp_path):
+def test_the_time_left_comes_from_earlier_runs_of_each_kind(tmp_path):
     import io
 
     from rich.console import Console
 
-    from lab.pipeline.lab_progress import LabProgress, Step, left_estimate
+    from lab.pipeline.lab_progress import PoolProgress, earlier_times, estimates
 
-    steps = [Step(b, "mnist", key, key) for b in ("keras", "lightning") for key in ("first_cnn", "mlp")]
-    assert left_estimate(steps[1:], {"first_cnn": [60.0]}) == (60.0, 2)  # the mlp runs are not timed yet
-    assert left_estimate(steps[2:], {"first_cnn": [60.0, 30.0], "mlp": [10.0]}) == (55.0, 0)
-    progress = LabProgress(steps, Console(file=io.StringIO(), width=200))
-    reused = make_run_dir(tmp_path, total_s=120.0)
-    progress.begin(steps[0])
-    progress.end(steps[0], "reused", reused)  # counted at its recorded training time, not the instant of reuse
-    assert progress.seconds["first_cnn"] == [120.0]
-    assert "time left: about 2 min for 1 run(s), plus 2 run(s) of a kind not timed yet" in \
-        progress.console.file.getvalue()
-
-
-def make_run_dir(tmp_path, total_s):
-    from test_compare import make_run
-
-    return make_run(tmp_path / "run", "keras", timing={"total_s": total_s})
+    for backend, seconds in (("keras", 120.0), ("lightning", 60.0)):
+        run = tmp_path / "first_cnn-fashion_mnist" / backend / "version_0"
+        run.mkdir(parents=True)
+        (run / RESULTS_FILE).write_text(json.dumps({"hyperparameters": {"name": "first_cnn-fashion_mnist",
+                                                                        "dataset": "fashion_mnist"},
+                                                    "timing": {"total_s": seconds}}))
+    assert earlier_times(tmp_path) == {"first_cnn": [120.0, 60.0]} or earlier_times(tmp_path) == \
+        {"first_cnn": [60.0, 120.0]}
+    progress = PoolProgress(4, 2, {"first_cnn": 60.0}, Console(file=io.StringIO(), width=200))
+    progress.status({"keras.first_cnn": ("first_cnn", ["cpu0"], 0.0)}, ["first_cnn", "mlp", "mlp"])
+    assert "0/4 done; training: keras.first_cnn on cpu0; about 30 s left on 2 device(s), plus 2 job(s) with no " \
+           "estimate" in progress.console.file.getvalue()
+    progress.ended("keras.mlp", "mlp", "done", 10.0)
+    assert progress.guess["mlp"] == 10.0 and "done keras.mlp in 10 s [1/4]" in progress.console.file.getvalue()
+    assert estimates({"a": [1.0, 3.0], "b": []}) == {"a": 2.0}
 
 
 # --- the quick preset shows each section's lesson (slow: real data, minutes) -----------------------------------

@@ -170,18 +170,17 @@ def test_both_backends_train_on_a_photo_folder_at_the_size_asked(backend, tmp_pa
     assert "seen at 12x12 pixels (--resize crop)" in (run_dir / "report.md").read_text()
 
 
-def test_run_lab_passes_the_image_size_to_sections_2_to_4(tmp_path, lab_cache, monkeypatch):
+def test_run_lab_passes_the_image_size_to_sections_2_to_4(tmp_path, lab_cache):
     from lab.pipeline import whole_lab
+    from lab.pipeline.jobs import build_jobs, run_settings
 
     root = photo_tree(tmp_path / "photos", per_class=6)
-    seen = []
-    monkeypatch.setattr(whole_lab, "ensure_run", lambda backend, s, rerun: seen.append(s) or (tmp_path, "ran"))
-    monkeypatch.setattr(whole_lab, "write_report", lambda *args: tmp_path / "report.md")
     argv = ["--sections", "2,3", "--cifar-dataset", "folder", "--cifar-data-dir", str(root), "--backends", "keras",
             "--out", str(tmp_path / "lab")]
-    assert whole_lab.main(argv) == 2  # mixed sizes: refused before any run
-    assert whole_lab.main(argv + ["--image-size", "12", "--resize", "crop"]) == 0
-    assert len(seen) == 3 and {(s.dataset, s.image_size, s.resize) for s in seen} == {("folder", 12, "crop")}
+    assert whole_lab.main([*argv, "--plan", str(tmp_path / "plan.json")]) == 2  # mixed sizes: refused before any run
+    lab, _ = whole_lab.make_lab(whole_lab.build_parser().parse_args(argv + ["--image-size", "12", "--resize", "crop"]))
+    seen = [run_settings(lab, job) for job in build_jobs(lab)]
+    assert len(seen) == 2 and {(s.dataset, s.image_size, s.resize) for s in seen} == {("folder", 12, "crop")}
 
 
 @pytest.mark.slow

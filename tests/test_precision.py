@@ -149,29 +149,17 @@ def test_the_bf16_check_reads_the_cpu(monkeypatch):
     assert not cpu_bf16.cpu_has_bf16()
 
 
-def test_run_lab_gives_every_run_its_precision(tmp_path, monkeypatch):
+def test_run_lab_gives_every_run_its_precision(tmp_path):
     from lab.pipeline import whole_lab
+    from lab.pipeline.jobs import build_jobs, run_settings
+    from lab.pipeline.tuned import search_setup
 
-    class Stop(Exception):
-        pass
-
-    seen = []
-
-    def ensure_run(backend, settings, rerun):
-        seen.append(settings.precision)
-        return tmp_path, "reused"
-
-    def tuned_run(backend, baseline, preset, rerun):
-        seen.append(make_settings(baseline).precision)
-        raise Stop  # the section's runs and its search were asked for; nothing needs to train
-
-    monkeypatch.setattr(whole_lab, "ensure_run", ensure_run)
-    monkeypatch.setattr(whole_lab, "tuned_run", tuned_run)
-    monkeypatch.setattr(whole_lab, "_ended", lambda *args: None)
     args = whole_lab.build_parser().parse_args(["--sections", "1", "--backends", "lightning", "--mnist-dataset",
                                                 "digits", "--precision", "bf16-mixed", "--out", str(tmp_path)])
-    with pytest.raises(Stop):
-        whole_lab.run_lab(args)
+    lab, _ = whole_lab.make_lab(args)
+    jobs = build_jobs(lab)
+    seen = [run_settings(lab, job).precision for job in jobs if job.experiment is not None]
+    seen.append(search_setup("lightning", lab.first_cnn(), lab.preset)[0].precision)  # the search and its tuned CNN
     assert len(seen) >= 3 and set(seen) == {"bf16-mixed"}
 
 

@@ -118,7 +118,8 @@ def require_one_device(settings: ExperimentSettings | DeviceSpec, launch: Launch
         (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1)
     if several or launch.several:
         raise LabError("this command trains its runs one after another on one device; for several devices or "
-                       "machines train each run with train_lightning.py or train_keras.py (docs/scale-out.md).")
+                       "machines train each run with train_lightning.py or train_keras.py, or the whole lab with "
+                       "run_lab.py --devices N (docs/scale-out.md).")
 
 
 def _layout(settings: DeviceSpec, launch: Launch) -> tuple[int, str]:
@@ -169,3 +170,41 @@ def _asked(settings: DeviceSpec) -> str:
     if settings.gpus:
         return f"--gpus {settings.gpus} asks for {settings.gpus} GPU(s)"
     return f"--accelerator {settings.accelerator} --devices {settings.devices} asks for a GPU"
+
+
+def lab_devices(settings: ExperimentSettings | DeviceSpec, gpus: list[str], cores: int,
+                launch: Launch | None = None) -> list[str]:
+    """run_lab.py's devices, one run on each at a time: the CUDA_VISIBLE_DEVICES entry of each GPU asked for
+    (`gpus`: those this machine shows), or N slots of the CPU ("cpu0", ...), which divide its cores. LabError when
+    the machine has fewer, before any training."""
+    launch = detect() if launch is None else launch
+    if launch.several:
+        raise LabError(f"run_lab.py starts a process per run itself, so it cannot run under {launch.kind}; start it "
+                       "once, with --devices N, or run the steps of its --plan on the cluster (docs/scale-out.md).")
+    spec = settings if isinstance(settings, DeviceSpec) else DeviceSpec.from_settings(settings)
+    plan = _plan(spec, len(gpus), Launch(None))
+    if plan.accelerator == "gpu":
+        return [gpus[i] for i in plan.devices]
+    if plan.devices > cores:
+        raise LabError(f"--devices {plan.devices} asks for {plan.devices} CPU processes but this machine has "
+                       f"{cores} core(s); use --devices {cores} or fewer.")
+    return [f"cpu{i}" for i in range(plan.devices)]
+
+
+# The device settings each run of run_lab.py saves, whatever the lab's devices: one device, the accelerator that
+# the process sees. The lab places each run (CUDA_VISIBLE_DEVICES: its GPU, or none for a CPU lab), so a run
+# matches the runs of labs on 1 or N devices, on any machine, and those of labs made before with the defaults.
+ONE_DEVICE = {"accelerator": "auto", "gpus": None, "devices": "auto"}
+
+
+def asks_for_cpu(settings: ExperimentSettings | DeviceSpec) -> bool:
+    """Whether the flags name the CPU (--accelerator cpu, --gpus 0): its runs must not see a GPU."""
+    spec = settings if isinstance(settings, DeviceSpec) else DeviceSpec.from_settings(settings)
+    return spec.gpus == 0 or (spec.gpus is None and spec.accelerator == "cpu")
+
+
+def requested_count(settings: ExperimentSettings | DeviceSpec) -> int:
+    """How many devices the flags ask for, on whatever machine (one for 'auto')."""
+    spec = settings if isinstance(settings, DeviceSpec) else DeviceSpec.from_settings(settings)
+    _, wanted = _wanted(spec, 1, Launch(None))
+    return len(wanted) if isinstance(wanted, list) else wanted

@@ -1,42 +1,16 @@
-"""run_lab.py's progress over the whole lab: which run of how many, and an estimate of the time left."""
+"""run_lab.py's progress over the whole lab: which jobs train on which device, how many are done, and the time
+left on N devices, from each kind's time in earlier runs (a kind is an experiment key, on either backend)."""
 from __future__ import annotations
 
+import csv
+import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
-from lab.records.results import RESULTS_FILE, load_results
+from lab.records.results import RESULTS_FILE
 
-
-@dataclass(frozen=True)
-class Step:
-    """One run of the lab: an experiment of a section, on a backend (section 1.4's search counts as one)."""
-
-    backend: str
-    section: str
-    key: str  # the experiment, e.g. "first_cnn"; runs of the same key are of one kind
-    label: str  # as the report names it, e.g. "first CNN"
-
-
-def recorded_seconds(run_dir: Path) -> float | None:
-    """The training time a finished run recorded: what a reused run would have cost."""
-    if not (Path(run_dir) / RESULTS_FILE).exists():
-        return None
-    return load_results(run_dir)["timing"].get("total_s")
-
-
-def left_estimate(remaining: list[Step], seconds: dict[str, list[float]]) -> tuple[float, int]:
-    """(seconds the remaining runs should take, how many of them are of a kind not timed yet). A kind's time
-    is the mean of its runs so far, on either backend."""
-    total, untimed = 0.0, 0
-    for step in remaining:
-        times = seconds.get(step.key)
-        if times:
-            total += sum(times) / len(times)
-        else:
-            untimed += 1
-    return total, untimed
+SEARCH_KIND = "search"
 
 
 def duration(seconds: float) -> str:
@@ -44,40 +18,82 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else (f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h")
 
 
-class LabProgress:
-    """Prints "run k of n: section, model, backend" before each run, and after it, once some kind has been timed,
-    the time the remaining runs should take (from the runs done or reused)."""
+def earlier_times(out: Path) -> dict[str, list[float]]:
+    """Kind -> the training times (s) of the finished runs in `out` (results.json's timing), and the searches'
+    summed trial times (trials.csv)."""
+    times: dict[str, list[float]] = defaultdict(list)
+    for path in Path(out).glob(f"*/*/version_*/{RESULTS_FILE}"):
+        try:
+            results = json.loads(path.read_text())
+            name, dataset = results["hyperparameters"]["name"], results["hyperparameters"]["dataset"]
+            seconds = results["timing"]["total_s"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if name and name.endswith(f"-{dataset}") and seconds:
+            times[name[:-len(dataset) - 1]].append(float(seconds))
+    for path in Path(out).glob("tune-*/*/tuning/trials.csv"):
+        try:
+            with open(path, newline="") as f:
+                times[SEARCH_KIND].append(sum(float(row["time_s"] or 0) for row in csv.DictReader(f)))
+        except (OSError, ValueError, KeyError):
+            continue
+    return times
 
-    def __init__(self, steps: list[Step], console=None):
+
+def estimates(times: dict[str, list[float]]) -> dict[str, float]:
+    return {kind: sum(seen) / len(seen) for kind, seen in times.items() if seen}
+
+
+def time_left(pending: list[str], running: list[tuple[str, float]], guess: dict[str, float], devices: int) \
+        -> tuple[float, int]:
+    """(seconds the lab should still take on `devices` devices, jobs with no estimate). pending: the kinds of the
+    jobs not started; running: (kind, seconds it has trained so far) of each job training."""
+    total, unknown = 0.0, 0
+    for kind in pending:
+        if kind in guess:
+            total += guess[kind]
+        else:
+            unknown += 1
+    for kind, elapsed in running:
+        if kind in guess:
+            total += max(0.0, guess[kind] - elapsed)
+        else:
+            unknown += 1
+    return total / max(1, devices), unknown
+
+
+class PoolProgress:
+    """One line when a job starts or ends: done out of total, which jobs train where, and the time left."""
+
+    def __init__(self, total: int, devices: int, guess: dict[str, float], console=None):
         from rich.console import Console
 
-        self.steps, self.console = steps, console or Console(highlight=False)
-        self.seconds: dict[str, list[float]] = defaultdict(list)
+        self.total, self.devices, self.guess = total, devices, dict(guess)
+        self.console = console or Console(highlight=False, soft_wrap=True)  # a log keeps each line whole
         self.done = 0
-        self._started = 0.0
+        self.seconds: dict[str, list[float]] = defaultdict(list)
 
-    def begin(self, step: Step) -> None:
-        number = self.steps.index(step) + 1
-        self.console.print(f"[bold cyan]run {number} of {len(self.steps)}[/]: {step.section}, {step.label}, "
-                           f"{step.backend}")
-        self._started = time.perf_counter()
+    def started(self, job_id: str, where: list[str], log: Path) -> None:
+        self.console.print(f"[bold cyan]start[/] {job_id} on {', '.join(where)} (log: {log})")
 
-    def end(self, step: Step, what: str, run_dir: Path) -> None:
-        """After a run: `what` is ensure_run's answer; a reused run counts at its recorded training time."""
-        took = time.perf_counter() - self._started
-        recorded = recorded_seconds(run_dir) if what == "reused" else None
-        self.seconds[step.key].append(took if recorded is None else recorded)
-        self.done = self.steps.index(step) + 1
-        line = self.left_line()
-        if line:
-            self.console.print(f"[dim]{line}[/]")
+    def ended(self, job_id: str, kind: str, outcome: str, seconds: float | None) -> None:
+        """outcome: 'done', 'reused', 'failed' or 'skipped'; seconds: the time it trained, which also times its kind."""
+        self.done += 1
+        if outcome == "done" and seconds is not None:
+            self.seconds[kind].append(seconds)
+            self.guess[kind] = sum(self.seconds[kind]) / len(self.seconds[kind])
+        took = f" in {duration(seconds)}" if seconds is not None and outcome == "done" else ""
+        colour = {"failed": "bold red", "skipped": "yellow"}.get(outcome, "green")
+        self.console.print(f"[{colour}]{outcome}[/] {job_id}{took} [{self.done}/{self.total}]")
 
-    def left_line(self) -> str | None:
-        remaining = self.steps[self.done:]
-        if not remaining:
-            return None
-        total, untimed = left_estimate(remaining, self.seconds)
-        if untimed == len(remaining):
-            return None
-        more = f", plus {untimed} run(s) of a kind not timed yet" if untimed else ""
-        return f"time left: about {duration(total)} for {len(remaining) - untimed} run(s){more}"
+    def status(self, training: dict[str, tuple[str, list[str], float]], pending: list[str]) -> None:
+        """training: job ID -> (kind, its devices, its start on time.monotonic()); pending: kinds not started."""
+        now = time.monotonic()
+        where = "; ".join(f"{job} on {', '.join(devs)}" for job, (_, devs, _) in training.items()) or "nothing"
+        left, unknown = time_left(pending, [(k, now - t) for k, _, t in training.values()], self.guess, self.devices)
+        if unknown and unknown == len(pending) + len(training):
+            estimate = "no estimate"
+        else:
+            estimate = f"about {duration(left)} left on {self.devices} device(s)" + \
+                (f", plus {unknown} job(s) with no estimate" if unknown else "")
+        self.console.print(f"[dim]{self.done}/{self.total} done; training: {where}; {estimate}[/]")

@@ -32,6 +32,12 @@ PRESETS = {
              "dense_units": 128, "tuner_space": TUNER_SPACE, "tuner_trials": 20, "tuner_epochs": 10,
              "tuner_images": None, "finetune_epochs": 10, "transfer_train_images": None,
              "augment": {"flip": True, "crop_pad": 4, "rotate": 10.0}},
+    # for tests and smoke checks only (seconds a run on tiny data): a preset with a name, since the processes a lab
+    # starts do not see a test's changes to PRESETS
+    "tiny": {"mnist_epochs": 1, "cifar_epochs": 1, "cifar_train_images": None, "width": 4, "depth": 1,
+             "dense_units": 8, "tuner_space": QUICK_TUNER_SPACE, "tuner_trials": 2, "tuner_epochs": 1,
+             "tuner_images": None, "finetune_epochs": 1, "transfer_train_images": 30,
+             "augment": {"flip": True, "crop_pad": 2}},
 }
 
 

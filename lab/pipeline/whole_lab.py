@@ -1,37 +1,48 @@
-"""run_lab.py: every section of the lab, on both backends, into one report; finished work is reused."""
+"""run_lab.py: every section of the lab, on both backends, into one report; finished work is reused.
+
+The lab is a graph of jobs (lab.pipeline.jobs), each run in a process of its own: on this machine's devices
+(lab.pipeline.pool, --devices N), one job at a time with --step ID (lab.pipeline.step), or written out for a
+cluster's scheduler with --plan FILE (lab.pipeline.plan_file). Once every job has finished, the report."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from core.cli import run_command
+from core.errors import LabError
 from core.io import write_text_atomic
 from lab.config.data import load_data
-from lab.config.devices import require_one_device
+from lab.config.devices import ONE_DEVICE, DeviceSpec, asks_for_cpu, lab_devices, requested_count
 from lab.config.flags import LabArgumentParser, add_progress_flag, add_setting_flags
-from lab.config.machine import machine_info
+from lab.config.machine import gpu_names, machine_info
 from lab.config.settings import HELP, make_settings
-from lab.pipeline.lab_progress import LabProgress, Step
-from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, experiments, first_cnn, parse_sections
+from lab.pipeline.jobs import Job, Lab, build_jobs, find_job
+from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, parse_sections
+from lab.pipeline.plan_file import check_plan_path, plan_document, write_plan
+from lab.pipeline.pool import Pool
 from lab.pipeline.sections import RENDERERS
-from lab.pipeline.tuned import Search, tuned_run
+from lab.pipeline.step import finished, run_step
+from lab.pipeline.tuned import Search
 from lab.pipeline.versus import versus_part
 from lab.pipeline.writeup import BACKEND_TITLES, header, section_heading, section_spreads
 from lab.progress import progress
 from lab.reports.peak_share import FRAMEWORK_OF, PEAK_FILE, machine_peak
-from lab.run.backend import in_training_order, parse_backends
-from lab.run.reuse import ensure_run
+from lab.run.backend import parse_backends
 
 REPORT_NAME = "lab-report.md"
 REPORT_ORDER = ("keras", "lightning")
 DEVICE_FLAGS = ("accelerator", "gpus", "devices", "precision", "test_weights")  # every run of the lab takes them
+LAB_ONLY = {"--plan": 1, "--overwrite": 0}  # flags of the lab command that its steps do not take
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = LabArgumentParser(prog="run_lab.py", description="Run the lab's sections on Keras and PyTorch Lightning "
                           "and write one Markdown report (OUT/lab-report.md). Finished experiments are reused.")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="quick: few epochs and small searches, minutes on a CPU; full: the lab's settings")
+                   help="quick: few epochs and small searches, minutes on a CPU; full: the lab's settings; tiny: "
+                        "for tests and smoke checks only")
     p.add_argument("--sections", default="all",
                    help="sections to run: 'all' or numbers/names, e.g. 1,2 "
                         f"({', '.join(f'{k}={v}' for k, v in SECTIONS.items())})")
@@ -53,90 +64,121 @@ def build_parser() -> argparse.ArgumentParser:
                         "the section's run-to-run spread; the comparisons then say the spread is unknown")
     add_setting_flags(p, DEVICE_FLAGS, parse_defaults=True, help={
         "accelerator": "auto, cpu or gpu, for both backends",
-        "gpus": "number of GPUs for both backends; 0 means the CPU",
-        "devices": "'auto', or one device: the lab trains its runs one after another on one device",
+        "gpus": "number of GPUs: one run on each at a time; 0 means the CPU",
+        "devices": "the devices the lab trains on, one run on each at a time, each run in a process of its own: a "
+                   "count (on the CPU, the runs divide the cores) or GPU indices like 0,2 (default: one)",
         "precision": "numeric precision for both backends",
         "test_weights": f"every run: {HELP['test_weights']}"})
+    p.add_argument("--plan", metavar="FILE", type=Path,
+                   help="write the lab's jobs as JSON (and FILE.stageK.txt, one command per line, for xargs -P N) "
+                        "without training anything, to run them on a cluster: docs/scale-out.md")
+    p.add_argument("--overwrite", action="store_true", help="let --plan replace an existing file")
+    p.add_argument("--step", metavar="ID",
+                   help="run one job of the lab here, e.g. lightning.first_cnn (the IDs: --plan), then exit")
     add_progress_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    code, report = run_command(lambda: _with_progress(args),
+    code, result = run_command(lambda: _with_progress(args, argv),
                                "run the same command again to continue where the lab stopped.")
-    if report is not None:
-        print(f"\nlab report: {report}")
+    if isinstance(result, list):  # jobs failed; the others finished
+        print("\n" + "\n".join(result) + "\nRun the same command again to continue.", file=sys.stderr)
+        return 1
+    if result is not None:
+        print(f"\nlab report: {result}")
     return code
 
 
-def _with_progress(args) -> Path:
+def _with_progress(args, argv: list[str]) -> Path | list[str] | None:
     with progress(args.progress):
-        return run_lab(args)
+        return run_lab(args, argv)
 
 
-def run_lab(args) -> Path:
+def run_lab(args, argv: list[str]) -> Path | list[str] | None:
+    """The report's path; the failed jobs' sentences; or None after --plan or --step."""
+    if args.plan and args.step:
+        raise LabError("--plan writes the lab's jobs and --step runs one of them; give one of the two.")
+    if args.plan:
+        check_plan_path(args.plan, args.overwrite)
+    devices = None if args.plan or args.step else \
+        lab_devices(_device_spec(args), _visible_gpus(), os.cpu_count() or 1)
+    lab, data_lines = make_lab(args)
+    jobs = build_jobs(lab)
+    if args.step:
+        job = find_job(jobs, args.step)
+        if asks_for_cpu(_device_spec(args)):  # as the pool places a CPU lab's runs, wherever the step runs
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        run_step(lab, jobs, job)
+        return None
+    lab_argv = _without(argv, LAB_ONLY)
+    if args.plan:
+        workers = requested_count(_device_spec(args))  # a search's workers: the lab's devices
+        for path in write_plan(args.plan, plan_document(jobs, lab_argv, lab.out, workers)):
+            print(f"wrote {path}")
+        return None
+    failures = Pool(lab, jobs, devices, lab_argv).run()
+    if failures:
+        return failures
+    runs, searches = collect(lab, jobs)
+    return write_report(lab.out, lab.preset["name"], lab.sections, runs, searches, data_lines)
+
+
+def make_lab(args) -> tuple[Lab, list[str]]:
+    """The lab the flags ask for, its data checked (the report's lines on the data)."""
     sections, backends = parse_sections(args.sections), _backends(args.backends)
     preset = {**PRESETS[args.preset], "name": args.preset}
     data = {"mnist": {"dataset": args.mnist_dataset, "data_dir": args.mnist_data_dir or args.data_dir},
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir,
                       **({"image_size": args.image_size, "resize": args.resize} if args.image_size else {})}}
-    common = {name: getattr(args, name) for name in ("out", "seed", *DEVICE_FLAGS)}
-    require_one_device(make_settings(common))
+    common = {"out": args.out, "seed": args.seed, "precision": args.precision, "test_weights": args.test_weights,
+              **ONE_DEVICE}
+    make_settings(common)  # --out and the rest checked before anything runs
     data_lines, cifar_classes = _check_data(data, sections)
-    runs: dict[str, dict[str, dict[str, Path]]] = {b: {} for b in backends}
-    searches: dict[str, Search] = {}  # section 1.4 per backend
-    tracker = LabProgress(lab_steps(backends, sections, preset, data, cifar_classes, args.spread_seed))
-    for backend in in_training_order(backends):
-        for section in sections:
-            runs[backend][section], search = _run_section(backend, section, preset, data, cifar_classes, common,
-                                                          args.rerun, args.spread_seed, tracker)
-            if search is not None:
-                searches[backend] = search
-    return write_report(Path(args.out), args.preset, sections, runs, searches, data_lines)
+    return Lab(backends, sections, preset, data, cifar_classes, args.spread_seed, common, args.rerun), data_lines
 
 
-TUNED_STEP = ("tuned_cnn", "keras-tuner search and tuned CNN")
+def collect(lab: Lab, jobs: list[Job]) -> tuple[dict, dict[str, Search]]:
+    """The finished work for the report: backend -> section -> experiment key -> run folder, and the searches."""
+    runs: dict[str, dict[str, dict[str, Path]]] = {b: {s: {} for s in lab.sections} for b in lab.backends}
+    searches: dict[str, Search] = {}
+    for job in jobs:
+        done = finished(lab, jobs, job)
+        if done is None:
+            raise LabError(f"{job.id} has not finished; run the same command again to continue the lab.")
+        if isinstance(done, Search):
+            searches[job.backend] = done
+            continue
+        for section in job.sections:
+            runs[job.backend][section][job.key] = done
+    return runs, searches
 
 
-def lab_steps(backends: list[str], sections: list[str], preset: dict, data: dict, cifar_classes: int,
-              spread: bool) -> list[Step]:
-    """Every run of the lab, in the order run_lab trains them."""
-    steps = []
-    for backend in in_training_order(backends):
-        for section in sections:
-            exps = experiments(section, preset, data["mnist"], data["cifar"], cifar_classes, spread)
-            steps += [Step(backend, section, exp.key, exp.label) for exp in exps]
-            steps += [Step(backend, section, *TUNED_STEP)] if section == "mnist" else []
-    return steps
+def _device_spec(args) -> DeviceSpec:
+    return DeviceSpec.from_settings(make_settings({name: getattr(args, name) for name in DEVICE_FLAGS}))
 
 
-def _run_section(backend: str, section: str, preset: dict, data: dict, cifar_classes: int, common: dict,
-                 rerun: bool, spread: bool, tracker: LabProgress) -> tuple[dict[str, Path], Search | None]:
-    """One section's experiments on one backend: (experiment key -> run folder, section 1.4's search)."""
-    done: dict[str, Path] = {}
-    for exp in experiments(section, preset, data["mnist"], data["cifar"], cifar_classes, spread):
-        weights = {"weights": str(done[exp.weights_from])} if exp.weights_from else {}
-        name = f"{exp.key}-{exp.settings['dataset']}"
-        seed = {"seed": common["seed"] + exp.seed_offset}
-        settings = make_settings({**exp.settings, **common, **weights, **seed, "name": name})
-        step = Step(backend, section, exp.key, exp.label)
-        tracker.begin(step)
-        done[exp.key], what = ensure_run(backend, settings, rerun)
-        _ended(tracker, step, what, done[exp.key])
-    if section != "mnist":
-        return done, None
-    baseline = {**first_cnn(preset, data["mnist"]), **common}
-    step = Step(backend, section, *TUNED_STEP)
-    tracker.begin(step)
-    search, done["tuned_cnn"], what = tuned_run(backend, baseline, preset, rerun)
-    _ended(tracker, step, what, done["tuned_cnn"])
-    return done, search
+def _visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [part.strip() for part in visible.split(",") if part.strip()]
+    return [str(i) for i in range(len(gpu_names()))]
 
 
-def _ended(tracker: LabProgress, step: Step, what: str, run_dir: Path) -> None:
-    print(f"[{step.section}] {step.label} on {step.backend}: {what} -> {run_dir}", flush=True)
-    tracker.end(step, what, run_dir)
+def _without(argv: list[str], flags: dict[str, int]) -> list[str]:
+    """argv less the flags (and their values; also as --flag=value)."""
+    kept, skip = [], 0
+    for item in argv:
+        if skip:
+            skip -= 1
+        elif item in flags:
+            skip = flags[item]
+        elif item.split("=", 1)[0] not in flags:
+            kept.append(item)
+    return kept
 
 
 def write_report(out: Path, preset: str, sections: list[str], runs, searches: dict[str, Search],

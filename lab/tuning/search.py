@@ -91,7 +91,7 @@ def run_search(base: ExperimentSettings, opts: SearchOptions) -> SearchOutcome:
                        "folder under the running search; drop it on the workers.")
     base = make_settings({**base.to_dict(), "model": "cnn", "epochs": opts.max_epochs})
     folder = search_folder(base, opts.backend)
-    definition = _definition(base, opts)
+    definition = search_definition(base, opts)
     if not opts.overwrite:
         _check_same_search(folder, definition)
     splits = load_data(base, train_images=False)
@@ -151,7 +151,7 @@ def check_options(opts: SearchOptions) -> None:
         raise LabError(f"trial-fraction must be in (0, 1], got {opts.trial_fraction}.")
 
 
-def _definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
+def search_definition(base: ExperimentSettings, opts: SearchOptions) -> dict:
     """What makes a search the same search (--max-trials may grow; retraining may change)."""
     keep = ("dataset", "data_dir", "image_size", "classes", "seed", "val_fraction")
     resize = {"resize": base.resize} if base.image_size else {}  # absent from the searches saved before it

@@ -1,4 +1,5 @@
-"""The one error type users see: a clear sentence, exit code 2, no traceback."""
+"""The one error type users see: a clear sentence, exit code 2, no traceback; and one-sentence warnings."""
+import sys
 
 
 class LabError(Exception):
@@ -12,3 +13,13 @@ def one_line(error: BaseException, limit: int = 160, line: int = 0) -> str:
     a LabError quoting it stays one sentence; the exception's type when it has no message."""
     lines = [text.strip() for text in str(error).splitlines() if text.strip()]
     return lines[line][:limit].rstrip(" .;") if lines else type(error).__name__
+
+
+_warned: set[str] = set()
+
+
+def warn_once(sentence: str) -> None:
+    """A one-sentence warning on stderr, once per process however often the run is planned (the lab plans many)."""
+    if sentence not in _warned:
+        _warned.add(sentence)
+        print(f"warning: {sentence}", file=sys.stderr)

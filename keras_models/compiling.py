@@ -7,9 +7,9 @@ from core.frameworks import keras
 from lab.specs.optimizer import OptimizerSpec
 
 # Why, measured: docs/speed.md and bench/README.md, "`--compile` on the CPU".
-CPU_COST = ("--compile on the CPU makes Keras training slower, not faster: XLA compiles the step with its own CPU "
-            "kernels in place of TensorFlow's oneDNN convolutions and matrix products (bench/README.md); drop "
-            "--compile on the CPU, it is for GPUs.")
+CPU_COST = ("--compile on the CPU makes Keras training slower, not faster: XLA compiles the step into its own CPU "
+            "code, whose convolutions are slower here than TensorFlow's own kernels, with oneDNN or without "
+            "(bench/README.md); drop --compile on the CPU, it is for GPUs.")
 
 
 def warn_cpu_cost() -> None:

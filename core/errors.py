@@ -1,4 +1,5 @@
-"""The one error type users see: a clear sentence, exit code 2, no traceback."""
+"""The one error type users see: a clear sentence, exit code 2, no traceback; and one-sentence warnings."""
+import sys
 
 
 class LabError(Exception):
@@ -23,3 +24,13 @@ class RunStopped(LabError):
     def __init__(self, message: str, reported: bool = False):
         super().__init__(message)
         self.reported = reported  # already written to stderr where it was found (a signal could end the process)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(sentence: str) -> None:
+    """A one-sentence warning on stderr, once per process however often the run is planned (the lab plans many)."""
+    if sentence not in _warned:
+        _warned.add(sentence)
+        print(f"warning: {sentence}", file=sys.stderr)

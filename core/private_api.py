@@ -49,6 +49,8 @@ PRIVATE_NAMES: dict[str, tuple[Private, ...]] = {
                 "set by nn.Module.compile: whether a network is compiled"),
         Private("torch.utils._triton.has_triton", ("lightning_modules/compiling.py",),
                 "--compile on a GPU refused in one sentence where triton is missing"),
+        Private("torch._inductor.config", ("bench/compile_step.py",),
+                "inductor's options (cpp.simdlen, freezing, ...), tried one at a time against eager on the CPU"),
         Private("torch.nn.modules.batchnorm._BatchNorm",
                 ("callbacks/lightning_finetuning.py", "lightning_modules/classifier.py",
                  "lightning_modules/components/network.py"),

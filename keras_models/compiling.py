@@ -2,9 +2,18 @@
 as XLA's jit_compile, refused in one sentence where Keras would quietly turn it off."""
 from __future__ import annotations
 
-from core.errors import LabError
+from core.errors import LabError, warn_once
 from core.frameworks import keras
 from lab.specs.optimizer import OptimizerSpec
+
+# Why, measured: docs/speed.md and bench/README.md, "`--compile` on the CPU".
+CPU_COST = ("--compile on the CPU makes Keras training slower, not faster: XLA compiles the step into its own CPU "
+            "code, whose convolutions are slower here than TensorFlow's own kernels, with oneDNN or without "
+            "(bench/README.md); drop --compile on the CPU, it is for GPUs.")
+
+
+def warn_cpu_cost() -> None:
+    warn_once(CPU_COST)
 
 
 def build_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:

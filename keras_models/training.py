@@ -20,7 +20,7 @@ from core.frameworks import keras, tf
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
-from keras_models.compiling import check_xla, compile_model
+from keras_models.compiling import check_xla, compile_model, warn_cpu_cost
 from keras_models.components.augment import apply_numpy, build_augment
 from keras_models.components.backbones import TransferParts, build_transfer, set_trainable, transfer_parts, zoo_flops
 from keras_models.components.network import build_network, count_params
@@ -59,6 +59,8 @@ class KerasBackend:
             _refuse_bf16_without_onednn(plan.precision)
             _configure_cpus(plan.per_node)
             _op_determinism(not settings.compile)
+            if settings.compile:
+                warn_cpu_cost()
         return plan
 
     def is_writer(self, plan: DevicePlan) -> bool:

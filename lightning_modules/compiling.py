@@ -16,11 +16,17 @@ import shutil
 import torch
 from torch import nn
 
-from core.errors import LabError
+from core.errors import LabError, warn_once
 from lab.specs.optimizer import OptimizerSpec
 
 BACKEND_ENV = "LAB_TORCH_COMPILE_BACKEND"
 COMPILED_PREFIX = "_orig_mod."
+# Why, measured: docs/speed.md and bench/README.md, "`--compile` on the CPU" (python -m bench.compile_step).
+CPU_COST = ("--compile on the CPU makes small networks train slower, not faster: torch.compile keeps eager "
+            "PyTorch's oneDNN convolutions and matrix products and adds generated kernels around them that store "
+            "ReLU's masks as bools through a slow path and transpose the convolution gradients, which costs more "
+            "than it fuses unless the convolutions dominate the step (first_cnn: slower; cifar_cnn at batch 128: "
+            "about even; bench/README.md); drop --compile on the CPU, it is for GPUs.")
 
 
 def build_optimizer(spec: OptimizerSpec, params) -> torch.optim.Optimizer:
@@ -52,6 +58,12 @@ def check_compiler(accelerator: str) -> None:
     if not found:
         raise LabError(f"--compile needs {what} on this machine, which torch.compile builds the compiled network "
                        "with; install one (e.g. apt-get install g++) or drop --compile.")
+
+
+def warn_cpu_cost(accelerator: str) -> None:
+    """One sentence on stderr where --compile costs instead of saving: inductor on the CPU."""
+    if accelerator == "cpu" and compile_backend() == "inductor":
+        warn_once(CPU_COST)
 
 
 def compile_network(net: nn.Module) -> nn.Module:

@@ -38,7 +38,7 @@ from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_det
 from lab.specs.weight_sources import resolve_weights
 from lightning_modules import speedups
 from lightning_modules.classifier import ImageClassifier, TransferClassifier
-from lightning_modules.compiling import check_compiler, compile_network
+from lightning_modules.compiling import check_compiler, compile_network, warn_cpu_cost
 from lightning_modules.components import count_params
 from lightning_modules.components.augment import apply_numpy, build_augment
 from lightning_modules.components.backbones import TransferParts, transfer_parts, zoo_flops
@@ -65,6 +65,8 @@ class LightningBackend:
                            "drop it on the CPU.")
         if settings.compile:
             check_compiler(plan.accelerator)
+            if plan.global_rank == 0:
+                warn_cpu_cost(plan.accelerator)
         return plan
 
     def is_writer(self, plan: DevicePlan) -> bool:

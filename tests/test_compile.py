@@ -167,3 +167,38 @@ def test_eager_keys_drop_the_prefix_anywhere():
 
     state = {"net._orig_mod.0.weight": np.zeros(1), "_orig_mod.1.bias": np.ones(1), "plain": 0}
     assert list(eager_keys(state)) == ["net.0.weight", "1.bias", "plain"]
+
+
+@pytest.mark.parametrize("backend", ["lightning", "keras"])
+def test_compile_on_the_cpu_warns_once_in_one_sentence_what_it_costs(backend, monkeypatch, capsys):
+    """A warning, not a refusal: the run goes on. Planned twice (the lab plans each run), said once."""
+    from core import errors
+    from lab.run.backend import get_backend
+    from lightning_modules.compiling import BACKEND_ENV
+
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    monkeypatch.setattr(errors, "_warned", set())
+    chosen = get_backend(backend)
+    try:
+        for compiled in (False, True, True):
+            plan = chosen.plan_devices(make_settings({"dataset": "digits", "compile": compiled}))
+    finally:
+        if backend == "keras":
+            from keras_models.training import _op_determinism
+
+            _op_determinism(True)  # plan_devices turned it off for --compile
+    err = capsys.readouterr().err
+    assert plan.accelerator == "cpu" and err.count("warning: --compile") == 1 and err.count("\n") == 1
+    assert "slower" in err and "drop --compile on the CPU" in err
+
+
+def test_compile_on_the_cpu_says_nothing_under_a_test_backend(monkeypatch, capsys):
+    from core import errors
+    from lightning_modules.compiling import BACKEND_ENV, warn_cpu_cost
+
+    monkeypatch.setattr(errors, "_warned", set())
+    monkeypatch.setenv(BACKEND_ENV, "aot_eager")  # no generated kernels: not what the warning is about
+    warn_cpu_cost("cpu")
+    monkeypatch.delenv(BACKEND_ENV)
+    warn_cpu_cost("gpu")
+    assert capsys.readouterr().err == ""

@@ -179,8 +179,8 @@ def test_run_lab_passes_the_image_size_to_sections_2_to_4(tmp_path, lab_cache):
             "--out", str(tmp_path / "lab")]
     assert whole_lab.main([*argv, "--plan", str(tmp_path / "plan.json")]) == 2  # mixed sizes: refused before any run
     lab, _ = whole_lab.make_lab(whole_lab.build_parser().parse_args(argv + ["--image-size", "12", "--resize", "crop"]))
-    seen = [run_settings(lab, job) for job in build_jobs(lab)]
-    assert len(seen) == 2 and {(s.dataset, s.image_size, s.resize) for s in seen} == {("folder", 12, "crop")}
+    seen = [run_settings(lab, job) for job in build_jobs(lab)]  # section 2 and its next seed, section 3
+    assert len(seen) == 3 and {(s.dataset, s.image_size, s.resize) for s in seen} == {("folder", 12, "crop")}
 
 
 @pytest.mark.slow

@@ -1,0 +1,140 @@
+"""--compile on the CPU, step by step: an eager network and its torch.compile'd twin in one process, trained in
+alternating blocks of 10 steps, so that a slow spell of a shared machine falls on both alike.
+
+    python -m bench.compile_step [--model cifar_cnn --batch-size 128] [--threads 1] [--inductor cpp.simdlen=1]
+
+Random uint8 images of the model's dataset shape, Adam, the same step as the project's (forward, cross-entropy,
+backward, optimizer step). Prints the median step time of each (wall and CPU time) and the compiled/eager ratio,
+the median over the pairs of blocks. --inductor sets torch._inductor.config options (tried one at a time:
+docs/speed.md); --last N trains one batch of N images first, as an epoch's last batch does (a recompile);
+--bf16 autocasts both to bfloat16, as --precision bf16-mixed does; --kernels also prints the profiler's top
+operations of each, the generated kernels by name.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+
+from bench.common import benchmark_parser, run_benchmark
+
+SHAPES = {"first_cnn": (28, 28, 1), "mlp": (28, 28, 1), "cnn": (28, 28, 1), "cifar_cnn": (32, 32, 3)}
+
+
+def _parser():
+    parser = benchmark_parser("compile_step", __doc__)
+    parser.add_argument("--model", default="first_cnn", choices=sorted(SHAPES), help="lab model (default first_cnn)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    parser.add_argument("--pairs", type=int, default=20, help="pairs of 10-step blocks timed (default 20)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
+    parser.add_argument("--mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--dynamic", default=None, choices=["true", "false"], help="torch.compile dynamic")
+    parser.add_argument("--inductor", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="torch._inductor.config options, e.g. cpp.simdlen=1 freezing=True")
+    parser.add_argument("--last", type=int, default=0, help="first train one batch of this many images")
+    parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (both twins)")
+    parser.add_argument("--kernels", action="store_true", help="also print each twin's top profiler rows")
+    return parser
+
+
+def set_inductor(options: list[str]) -> None:
+    """KEY=VALUE strings into torch._inductor.config (dotted keys for its sub-configs, e.g. cpp.simdlen)."""
+    import ast
+
+    import torch._inductor.config as config
+
+    for option in options:
+        key, value = option.split("=", 1)
+        target, *path = key.split(".")[::-1]
+        obj = config
+        for part in reversed(path):
+            obj = getattr(obj, part)
+        setattr(obj, target, ast.literal_eval(value))
+
+
+def twins(args):
+    """The eager network and its compiled copy, each with its Adam, and a step function."""
+    import torch
+    from torch.nn import functional as F
+
+    from lab.config.settings import make_settings
+    from lab.specs.models import model_spec
+    from lightning_modules.components import build_network
+
+    shape = SHAPES[args.model]
+    torch.manual_seed(0)
+    net = build_network(model_spec(make_settings({"model": args.model}), shape, 10), shape, [0.5] * shape[2],
+                        [0.25] * shape[2])
+    twin = copy.deepcopy(net)
+    twin.compile(mode=args.mode, dynamic=None if args.dynamic is None else args.dynamic == "true")
+    nets = {"eager": net, "compiled": twin}
+    optimizers = {way: torch.optim.Adam(n.parameters(), 1e-3) for way, n in nets.items()}
+
+    def step(way, x, y):
+        with torch.autocast("cpu", torch.bfloat16, enabled=args.bf16):
+            loss = F.cross_entropy(nets[way](x), y)
+        optimizers[way].zero_grad()
+        loss.backward()
+        optimizers[way].step()
+    return step, shape
+
+
+def timed_pairs(step, x, y, pairs: int) -> dict:
+    """Alternating 10-step blocks, eager first in even pairs: per-step wall and CPU milliseconds of each."""
+    times = {way: {"wall": [], "cpu": []} for way in ("eager", "compiled")}
+    for i in range(pairs):
+        for way in ("eager", "compiled") if i % 2 == 0 else ("compiled", "eager"):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(10):
+                step(way, x, y)
+            times[way]["wall"].append((time.perf_counter() - wall) * 100)
+            times[way]["cpu"].append((time.process_time() - cpu) * 100)
+    return times
+
+
+def _kernels(step, x, y) -> None:
+    from torch.profiler import profile
+
+    for way in ("eager", "compiled"):
+        with profile() as prof:
+            for _ in range(10):
+                step(way, x, y)
+        rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
+        print(way + ": " + "; ".join(f"{e.key[:60]} {e.self_cpu_time_total / 10e3:.2f} ms" for e in rows))
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_inductor(args.inductor)
+    step, shape = twins(args)
+    x = torch.randint(0, 256, (args.batch_size, *shape), dtype=torch.uint8)
+    y = torch.randint(0, 10, (args.batch_size,))
+    start = time.perf_counter()
+    step("compiled", x, y)
+    compile_s = time.perf_counter() - start
+    if args.last:
+        step("compiled", x[:args.last], y[:args.last])
+    for way in ("eager", "compiled"):
+        for _ in range(5):
+            step(way, x, y)
+    times = timed_pairs(step, x, y, args.pairs)
+    ratio = {kind: statistics.median(c / e for c, e in zip(times["compiled"][kind], times["eager"][kind]))
+             for kind in ("wall", "cpu")}
+    print(json.dumps({"model": args.model, "batch": args.batch_size, "threads": torch.get_num_threads(),
+                      "options": {"mode": args.mode, "dynamic": args.dynamic, "inductor": args.inductor,
+                                  "last": args.last, "bf16": args.bf16},
+                      "first_step_s": round(compile_s, 1),
+                      **{f"{way} {kind} ms": round(statistics.median(times[way][kind]), 2)
+                         for way in times for kind in ("wall", "cpu")},
+                      "compiled/eager wall": round(ratio["wall"], 3), "compiled/eager cpu": round(ratio["cpu"], 3)}))
+    if args.kernels:
+        _kernels(step, x, y)
+
+
+if __name__ == "__main__":
+    run_benchmark(main)

@@ -233,10 +233,12 @@ def test_a_checkpoint_loads_in_a_fresh_interpreter_without_the_data(backend, run
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", ["transfer", "zoo"])
-def test_transfer_and_zoo_runs_load_and_predict_alike(kind, backend, runs, test_pngs, tmp_path, capsys):
-    """A run fine-tuned from the tiny run's checkpoint, and a zoo backbone from scratch (resized in the network)."""
-    flags = ["--weights", str(runs[backend])] if kind == "transfer" else ["--model", "mobilenet", "--image-size", "32"]
+@pytest.mark.parametrize("kind", ["transfer", "zoo", "compiled"])
+def test_transfer_zoo_and_compiled_runs_load_and_predict_alike(kind, backend, runs, test_pngs, tmp_path, capsys):
+    """A run fine-tuned from the tiny run's checkpoint, a zoo backbone from scratch (resized in the network), and a
+    run trained with --compile (torch.compile / XLA), whose checkpoint loads into the plain network."""
+    flags = {"transfer": ["--weights", str(runs[backend])], "zoo": ["--model", "mobilenet", "--image-size", "32"],
+             "compiled": ["--compile", "true"]}[kind]
     code = train_cli.main(backend, ["--dataset", "digits", "--epochs", "1", "--train-images", "200", "--out",
                                     str(tmp_path / "runs"), "--progress", "none", *flags])
     assert code == 0

@@ -22,6 +22,7 @@ from core import locks
 from core.errors import LabError
 from lab.pipeline.jobs import Job, build_jobs, dependents, stages
 from lab.pipeline.lab_progress import time_left
+from lab.pipeline.plan_file import PLAN_LAB
 from lab.pipeline.pool import JOBS_LOG
 from lab.pipeline.whole_lab import build_parser, main, make_lab
 
@@ -113,7 +114,7 @@ def test_the_plan_is_json_and_stages_of_commands_and_a_step_runs_one_job(tmp_pat
                                    ["lightning.tuned_cnn", "lightning.fine_tuned"]]
     lines = (tmp_path / "plan.json.stage2.txt").read_text().splitlines()
     assert [shlex.split(line) for line in lines] == [entries[i]["command"] for i in document["stages"][1]]
-    assert not out.exists() or not any(out.rglob("*.json"))  # nothing trained
+    assert [p.name for p in out.rglob("*.json")] == [PLAN_LAB]  # nothing trained: only the lab the plan is for
 
     code, _, err = call_main(main, [*lab, "--plan", str(plan)], capsys)  # refused: the file exists
     assert code == 2 and err.count("\n") == 1 and "--overwrite" in err
@@ -123,6 +124,8 @@ def test_the_plan_is_json_and_stages_of_commands_and_a_step_runs_one_job(tmp_pat
     assert code == 2 and "waits for lightning.pretrained" in err and err.count("\n") == 1
     code, _, err = call_main(main, [*lab, "--step", "keras.mlp"], capsys)  # not a job of a lightning lab
     assert code == 2 and "no job of this lab" in err and err.count("\n") == 1
+    code, _, err = call_main(main, [*lab, "--seed", "7", "--step", "lightning.mlp"], capsys)  # not the plan's flags
+    assert code == 2 and "another lab than the plan" in err and "runs differ" in err and err.count("\n") == 1
     assert main([*lab, "--step", "lightning.mlp"]) == 0
     assert "MLP baseline on lightning: ran" in capsys.readouterr().out
 

@@ -20,7 +20,7 @@ from lab.config.machine import gpu_names, machine_info
 from lab.config.settings import HELP, make_settings
 from lab.pipeline.jobs import Job, Lab, build_jobs, find_job
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, parse_sections
-from lab.pipeline.plan_file import check_plan_path, plan_document, write_plan
+from lab.pipeline.plan_file import check_plan_path, check_step_lab, plan_document, record_plan_lab, write_plan
 from lab.pipeline.pool import Pool
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.step import finished, run_step
@@ -109,6 +109,7 @@ def run_lab(args, argv: list[str]) -> Path | list[str] | None:
     jobs = build_jobs(lab)
     if args.step:
         job = find_job(jobs, args.step)
+        check_step_lab(lab)
         if asks_for_cpu(_device_spec(args)):  # as the pool places a CPU lab's runs, wherever the step runs
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         run_step(lab, jobs, job)
@@ -116,9 +117,10 @@ def run_lab(args, argv: list[str]) -> Path | list[str] | None:
     lab_argv = _without(argv, LAB_ONLY)
     if args.plan:
         workers = requested_count(_device_spec(args))  # a search's workers: the lab's devices
-        for path in write_plan(args.plan, plan_document(jobs, lab_argv, lab.out, workers)):
+        for path in [*write_plan(args.plan, plan_document(jobs, lab_argv, lab.out, workers)), record_plan_lab(lab)]:
             print(f"wrote {path}")
         return None
+    record_plan_lab(lab)  # its children's --step check this lab, as a plan's steps check the plan's
     failures = Pool(lab, jobs, devices, lab_argv).run()
     if failures:
         return failures

@@ -137,8 +137,11 @@ def test_the_plan_totals_per_stage_and_section_and_on_n_devices():
     assert lines[:2] == ["stage 1: 2 job(s), 60 min plus 1 job(s) with no estimate", "stage 2: 1 job(s), 30 min"]
     assert "section 1 (mnist): 1 job(s), no estimate" in lines and "section 4 (transfer): 2 job(s), 1.5 h" in lines
     assert lines[-2] == "the lab: 3 job(s), 1.5 h plus 1 job(s) with no estimate (device time: one job after another)"
-    assert lines[-1] == "on 4 devices at least 1.5 h (the longest chain of jobs that wait for each other: 1.5 h; " \
-                        "the device time / 4: 22 min)"
+    assert lines[-1] == "on 4 devices at least 1.5 h (the longest chain of jobs that wait for each other, a " \
+                        "search's trials over 4 workers: 1.5 h; the device time / 4: 22 min)"
+    search = [Job("a.search", "a", "search", "", ("mnist",)), Job("a.tuned", "a", "tuned", "", ("mnist",),
+                                                                   ("a.search",))]
+    assert longest_chain(search, {"a.search": Estimate(400.0, ""), "a.tuned": Estimate(50.0, "")}, 4) == 150.0
 
 
 def _digits_lab(out: Path) -> list[str]:

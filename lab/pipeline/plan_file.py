@@ -53,19 +53,21 @@ def plan_totals(jobs: list[Job], guess: dict[str, Estimate], devices: int) -> li
     lines.append(f"the lab: {_sum([j.id for j in jobs], guess)} (device time: one job after another)")
     if devices > 1:
         total = sum(guess[j.id].seconds or 0.0 for j in jobs)
-        chain = longest_chain(jobs, guess)
+        chain = longest_chain(jobs, guess, devices)
         lines.append(f"on {devices} devices at least {duration(max(chain, total / devices))} (the longest chain "
-                     f"of jobs that wait for each other: {duration(chain)}; the device time / {devices}: "
-                     f"{duration(total / devices)})")
+                     f"of jobs that wait for each other, a search's trials over {devices} workers: {duration(chain)}; "
+                     f"the device time / {devices}: {duration(total / devices)})")
     return lines
 
 
-def longest_chain(jobs: list[Job], guess: dict[str, Estimate]) -> float:
-    """Seconds of the longest path through jobs that wait for each other (a job with no estimate counts 0)."""
+def longest_chain(jobs: list[Job], guess: dict[str, Estimate], workers: int = 1) -> float:
+    """Seconds of the longest path through jobs that wait for each other (a job with no estimate counts 0; a
+    search's trials spread over `workers`)."""
     ends: dict[str, float] = {}
     for stage in stages(jobs):
         for job in (j for j in jobs if j.id in stage):
-            ends[job.id] = (guess[job.id].seconds or 0.0) + max((ends[a] for a in job.after), default=0.0)
+            seconds = (guess[job.id].seconds or 0.0) / (workers if job.kind == "search" else 1)
+            ends[job.id] = seconds + max((ends[a] for a in job.after), default=0.0)
     return max(ends.values(), default=0.0)
 
 

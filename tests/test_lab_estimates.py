@@ -189,3 +189,12 @@ def test_worker_silence_reaches_the_search_and_does_not_change_the_lab(tmp_path,
     assert main([*lab, "--worker-silence", "7.5", "--step", "lightning.search"]) == 0
     assert main([*lab, "--step", "lightning.search"]) == 0  # a step without it is the same lab, not refused
     assert [opts.worker_silence for opts in seen] == [7.5, 60.0]
+
+
+def test_the_pools_progress_uses_the_same_estimates(tmp_path):
+    from lab.pipeline.pool import Pool
+
+    lab, other = _lab(tmp_path / "out", "full", ["mnist"]), tmp_path / "other"
+    _run(other, "first_cnn", "lightning", train=100, epochs=10, flops=_flops(MNIST, model="first_cnn"), seconds=30.0)
+    pool = Pool(lab, build_jobs(lab), ["cpu0"], [], others=[other])
+    assert pool.progress.guess == {"lightning.first_cnn": pytest.approx(120.0)}

@@ -1,5 +1,4 @@
 """run_lab.py end to end on tiny data: every section, both backends, one complete report, work reused."""
-import json
 import re
 from pathlib import Path
 
@@ -127,28 +126,21 @@ def test_each_preset_searches_in_a_folder_of_its_own_and_a_changed_search_gets_r
     assert "add --rerun" in str(error.value) and "--overwrite" not in str(error.value)
 
 
-def test_the_time_left_comes_from_earlier_runs_of_each_kind(tmp_path):
+def test_the_pools_progress_counts_the_time_left_from_each_jobs_estimate():
     import io
 
     from rich.console import Console
 
-    from lab.pipeline.lab_progress import PoolProgress, earlier_times, estimates
+    from lab.pipeline.lab_progress import PoolProgress
 
-    for backend, seconds in (("keras", 120.0), ("lightning", 60.0)):
-        run = tmp_path / "first_cnn-fashion_mnist" / backend / "version_0"
-        run.mkdir(parents=True)
-        (run / RESULTS_FILE).write_text(json.dumps({"hyperparameters": {"name": "first_cnn-fashion_mnist",
-                                                                        "dataset": "fashion_mnist"},
-                                                    "timing": {"total_s": seconds}}))
-    assert earlier_times(tmp_path) == {"first_cnn": [120.0, 60.0]} or earlier_times(tmp_path) == \
-        {"first_cnn": [60.0, 120.0]}
-    progress = PoolProgress(4, 2, {"first_cnn": 60.0}, Console(file=io.StringIO(), width=200))
-    progress.status({"keras.first_cnn": ("first_cnn", ["cpu0"], 0.0)}, ["first_cnn", "mlp", "mlp"])
+    guess = {"keras.first_cnn": 60.0, "lightning.first_cnn": 60.0}
+    progress = PoolProgress(4, 2, guess, Console(file=io.StringIO(), width=200))
+    progress.status({"keras.first_cnn": ("keras.first_cnn", ["cpu0"], 0.0)},
+                    ["lightning.first_cnn", "keras.mlp", "lightning.mlp"])
     assert "0/4 done; training: keras.first_cnn on cpu0; about 30 s left on 2 device(s), plus 2 job(s) with no " \
            "estimate" in progress.console.file.getvalue()
-    progress.ended("keras.mlp", "mlp", "done", 10.0)
-    assert progress.guess["mlp"] == 10.0 and "done keras.mlp in 10 s [1/4]" in progress.console.file.getvalue()
-    assert estimates({"a": [1.0, 3.0], "b": []}) == {"a": 2.0}
+    progress.ended("keras.mlp", "keras.mlp", "done", 10.0)
+    assert progress.guess["keras.mlp"] == 10.0 and "done keras.mlp in 10 s [1/4]" in progress.console.file.getvalue()
 
 
 # --- the quick preset shows each section's lesson (slow: real data, minutes) -----------------------------------

@@ -20,7 +20,9 @@ from lab.comparisons import commands
 from lab.config.flags import SETTING_NAMES, settings_parser
 from lab.config.groups import GROUPS
 from lab.config.settings import CHOICES, ExperimentSettings, arg_type
+from lab.export import export_cli
 from lab.pipeline import whole_lab
+from lab.predict import predict_cli
 from lab.tuning import tune_cli
 from lab.tuning.space import NAMES as SPACE_NAMES
 
@@ -122,6 +124,14 @@ def test_a_setting_flag_has_the_settings_type_and_choices_in_every_command(comma
             assert (action.type, action.choices) == (arg_type(f.type), CHOICES.get(f.name)), (command, f.name)
             checked += 1
     assert checked >= 5, command
+
+
+@pytest.mark.parametrize("command", [*PARSERS, "compare.py", "predict.py", "export.py"])
+def test_no_flag_says_its_default_twice(command):
+    parser = {"compare.py": commands.compare_parser, "predict.py": predict_cli.parser,
+              "export.py": export_cli.parser}.get(command) or PARSERS[command]
+    doubled = [a.option_strings[0] for a in parser()._actions if a.help and a.help.count("(default:") > 1]
+    assert doubled == [], command
 
 
 def test_the_root_scripts_import_no_other_root_script():

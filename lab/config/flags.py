@@ -39,7 +39,8 @@ def add_setting_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     for name in names:
         f = known[name]
         default = defaults.get(name, f.default)
-        text = help.get(name, HELP[name]) + ("" if default is None else f" (default: {default})")
+        text = help.get(name, HELP[name])
+        text += "" if default is None or "(default:" in text else f" (default: {default})"  # a text may say its own
         extra = {"default": default} if parse_defaults else {}
         parser.add_argument("--" + name.replace("_", "-"), type=arg_type(f.type), choices=CHOICES.get(name),
                             metavar=metavars.get(name), help=text, **extra)

@@ -28,6 +28,8 @@ class Lab:
     spread: bool
     common: dict  # out, seed and the one-device settings every run saves
     rerun: bool = False
+    worker_silence: float | None = None  # the search's --worker-silence (None: tune_*.py's default)
+    sizes: dict = field(default_factory=dict, compare=False)  # "mnist", "cifar": estimates.DataSize, as loaded
 
     @property
     def out(self) -> Path:

@@ -1,16 +1,10 @@
 """run_lab.py's progress over the whole lab: which jobs train on which device, how many are done, and the time
-left on N devices, from each kind's time in earlier runs (a kind is an experiment key, on either backend)."""
+left on N devices, from each job's estimate (lab.pipeline.estimates; the pool keys them by job ID)."""
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
-
-from lab.records.results import RESULTS_FILE
-
-SEARCH_KIND = "search"
 
 
 def duration(seconds: float) -> str:
@@ -18,36 +12,10 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else (f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h")
 
 
-def earlier_times(out: Path) -> dict[str, list[float]]:
-    """Kind -> the training times (s) of the finished runs in `out` (results.json's timing), and the searches'
-    summed trial times (trials.csv)."""
-    times: dict[str, list[float]] = defaultdict(list)
-    for path in Path(out).glob(f"*/*/version_*/{RESULTS_FILE}"):
-        try:
-            results = json.loads(path.read_text())
-            name, dataset = results["hyperparameters"]["name"], results["hyperparameters"]["dataset"]
-            seconds = results["timing"]["total_s"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if name and name.endswith(f"-{dataset}") and seconds:
-            times[name[:-len(dataset) - 1]].append(float(seconds))
-    for path in Path(out).glob("tune-*/*/tuning/trials.csv"):
-        try:
-            with open(path, newline="") as f:
-                times[SEARCH_KIND].append(sum(float(row["time_s"] or 0) for row in csv.DictReader(f)))
-        except (OSError, ValueError, KeyError):
-            continue
-    return times
-
-
-def estimates(times: dict[str, list[float]]) -> dict[str, float]:
-    return {kind: sum(seen) / len(seen) for kind, seen in times.items() if seen}
-
-
 def time_left(pending: list[str], running: list[tuple[str, float]], guess: dict[str, float], devices: int) \
         -> tuple[float, int]:
-    """(seconds the lab should still take on `devices` devices, jobs with no estimate). pending: the kinds of the
-    jobs not started; running: (kind, seconds it has trained so far) of each job training."""
+    """(seconds the lab should still take on `devices` devices, jobs with no estimate). pending: the keys of the
+    jobs not started (the pool's: job IDs); running: (key, seconds it has trained so far) of each job training."""
     total, unknown = 0.0, 0
     for kind in pending:
         if kind in guess:
@@ -77,7 +45,7 @@ class PoolProgress:
         self.console.print(f"[bold cyan]start[/] {job_id} on {', '.join(where)} (log: {log})")
 
     def ended(self, job_id: str, kind: str, outcome: str, seconds: float | None) -> None:
-        """outcome: 'done', 'reused', 'failed' or 'skipped'; seconds: the time it trained, which also times its kind."""
+        """outcome: 'done', 'reused', 'failed' or 'skipped'; seconds: the time it trained, which also times its key."""
         self.done += 1
         if outcome == "done" and seconds is not None:
             self.seconds[kind].append(seconds)
@@ -87,7 +55,7 @@ class PoolProgress:
         self.console.print(f"[{colour}]{outcome}[/] {job_id}{took} [{self.done}/{self.total}]")
 
     def status(self, training: dict[str, tuple[str, list[str], float]], pending: list[str]) -> None:
-        """training: job ID -> (kind, its devices, its start on time.monotonic()); pending: kinds not started."""
+        """training: job ID -> (key, its devices, its start on time.monotonic()); pending: keys not started."""
         now = time.monotonic()
         where = "; ".join(f"{job} on {', '.join(devs)}" for job, (_, devs, _) in training.items()) or "nothing"
         left, unknown = time_left(pending, [(k, now - t) for k, _, t in training.values()], self.guess, self.devices)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from core.errors import LabError
 from core.io import write_json_atomic, write_text_atomic
+from lab.pipeline.estimates import Estimate
 from lab.pipeline.jobs import Job, Lab, stages
-from lab.pipeline.lab_progress import earlier_times, estimates
+from lab.pipeline.lab_progress import duration
+from lab.pipeline.plan import SECTIONS
 
 PLAN_LAB = "plan-lab.json"  # under --out: the lab last planned or run there, which --step checks
 
@@ -26,17 +28,54 @@ def check_plan_path(plan: Path, overwrite: bool) -> None:
         raise LabError(f"--plan {plan} is a folder; give a file name, e.g. {plan / 'lab-plan.json'}.")
 
 
-def plan_document(jobs: list[Job], lab_argv: list[str], out: Path, workers: int) -> dict:
+def plan_document(jobs: list[Job], lab_argv: list[str], guess: dict[str, Estimate], workers: int) -> dict:
     """{"lab": argv, "entries": [...], "stages": [[IDs], ...]}: each entry's command runs the job with the lab's
-    flags; a search entry is keras-tuner's chief plus `workers` workers."""
-    guess = estimates(earlier_times(out))
+    flags; a search entry is keras-tuner's chief plus `workers` workers. guess: each job's estimate."""
     entries = []
     for job in jobs:
+        seconds = guess[job.id].seconds
         entry = {"id": job.id, "after": list(job.after), "kind": job.kind, "label": job.label,
-                 "estimate_s": round(guess[job.key], 1) if job.key in guess else None,
+                 "estimate_s": None if seconds is None else round(seconds, 1),
+                 "estimate_from": guess[job.id].source,
                  "command": ["python", "run_lab.py", *lab_argv, "--step", job.id]}
         entries.append({**entry, "workers": workers} if job.kind == "search" else entry)
     return {"lab": lab_argv, "entries": entries, "stages": stages(jobs)}
+
+
+def plan_totals(jobs: list[Job], guess: dict[str, Estimate], devices: int) -> list[str]:
+    """The estimates summed per stage, per section (a job two sections share counts in the first) and for the
+    lab, in device time; on several devices, the least wall time the estimates allow."""
+    numbers = {name: number for number, name in SECTIONS.items()}
+    groups = [(f"stage {i}", stage) for i, stage in enumerate(stages(jobs), start=1)]
+    groups += [(f"section {numbers[name]} ({name})", [j.id for j in jobs if j.sections[0] == name])
+               for name in SECTIONS.values() if any(j.sections[0] == name for j in jobs)]
+    lines = [f"{what}: {_sum(ids, guess)}" for what, ids in groups]
+    lines.append(f"the lab: {_sum([j.id for j in jobs], guess)} (device time: one job after another)")
+    if devices > 1:
+        total = sum(guess[j.id].seconds or 0.0 for j in jobs)
+        chain = longest_chain(jobs, guess, devices)
+        lines.append(f"on {devices} devices at least {duration(max(chain, total / devices))} (the longest chain "
+                     f"of jobs that wait for each other, a search's trials over {devices} workers: {duration(chain)}; "
+                     f"the device time / {devices}: {duration(total / devices)})")
+    return lines
+
+
+def longest_chain(jobs: list[Job], guess: dict[str, Estimate], workers: int = 1) -> float:
+    """Seconds of the longest path through jobs that wait for each other (a job with no estimate counts 0; a
+    search's trials spread over `workers`)."""
+    ends: dict[str, float] = {}
+    for stage in stages(jobs):
+        for job in (j for j in jobs if j.id in stage):
+            seconds = (guess[job.id].seconds or 0.0) / (workers if job.kind == "search" else 1)
+            ends[job.id] = seconds + max((ends[a] for a in job.after), default=0.0)
+    return max(ends.values(), default=0.0)
+
+
+def _sum(ids: list[str], guess: dict[str, Estimate]) -> str:
+    known = [guess[i].seconds for i in ids if guess[i].seconds is not None]
+    missing = len(ids) - len(known)
+    text = f"{len(ids)} job(s), {duration(sum(known))}" if known else f"{len(ids)} job(s), no estimate"
+    return text + (f" plus {missing} job(s) with no estimate" if known and missing else "")
 
 
 def write_plan(plan: Path, document: dict) -> list[Path]:

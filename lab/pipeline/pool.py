@@ -15,8 +15,9 @@ from pathlib import Path
 
 from core import processes
 from lab.config.machine import SHARED_CORES_ENV
+from lab.pipeline.estimates import job_estimates
 from lab.pipeline.jobs import Job, Lab, dependents
-from lab.pipeline.lab_progress import PoolProgress, earlier_times, estimates
+from lab.pipeline.lab_progress import PoolProgress
 from lab.pipeline.step import LOGS, finished
 from lab.tuning.cluster import READY, VARIABLES
 
@@ -44,15 +45,17 @@ class Running:
 
 
 class Pool:
-    def __init__(self, lab: Lab, jobs: list[Job], devices: list[str], argv: list[str], console=None):
+    def __init__(self, lab: Lab, jobs: list[Job], devices: list[str], argv: list[str], console=None,
+                 others: list[Path] = ()):
+        """others: lab folders whose finished runs also give estimates (--estimates-from)."""
         self.lab, self.jobs, self.devices, self.argv = lab, jobs, devices, argv
+        self.folders = [lab.out, *others]
         self.free = list(devices)
         self.state: dict[str, str] = {}  # job ID -> done, reused, failed or skipped
         self.running: dict[str, Running] = {}
         self.failures: list[str] = []
         self.logs = lab.out / LOGS
-        guess = estimates(earlier_times(lab.out))
-        self.progress = PoolProgress(len(jobs), len(devices), guess, console)
+        self.progress = PoolProgress(len(jobs), len(devices), self._estimates(), console)
 
     def run(self) -> list[str]:
         """Every job to its end; one sentence per failed job (empty when all finished)."""
@@ -154,15 +157,22 @@ class Pool:
                              f"{running.log}{then}.")
         self._end(running.job, "failed")
 
+    def _estimates(self) -> dict[str, float]:
+        """Each job's estimated seconds (lab.pipeline.estimates), by job ID."""
+        found = job_estimates(self.lab, self.jobs, self.folders)
+        return {job_id: e.seconds for job_id, e in found.items() if e.seconds is not None}
+
     def _end(self, job: Job, outcome: str, seconds: float | None = None) -> None:
         self.state[job.id] = outcome
-        self.progress.ended(job.id, job.key, outcome, seconds)
+        self.progress.ended(job.id, job.id, outcome, seconds)
+        if outcome == "done":  # its rate now counts for the jobs left
+            self.progress.guess.update(self._estimates())
         if outcome in ("done", "failed"):
             self._status()
 
     def _status(self) -> None:
-        training = {job_id: (r.job.key, r.devices, r.started) for job_id, r in self.running.items()}
-        pending = [j.key for j in self.jobs if j.id not in self.state and j.id not in self.running]
+        training = {job_id: (job_id, r.devices, r.started) for job_id, r in self.running.items()}
+        pending = [j.id for j in self.jobs if j.id not in self.state and j.id not in self.running]
         self.progress.status(training, pending)
 
     def _stuck(self) -> None:

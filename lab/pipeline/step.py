@@ -58,11 +58,11 @@ def run_step(lab: Lab, jobs: list[Job], job: Job) -> None:
     where = f" ({threads} CPU thread(s))" if threads else ""
     part = cluster.role() if job.kind == "search" else None
     if part is not None and part.kind == "worker":
-        search(job.backend, lab.first_cnn(), lab.preset, rerun=False)
+        search(job.backend, lab.first_cnn(), lab.preset, rerun=False, worker_silence=lab.worker_silence)
         return
     with locks.held(lock_path(lab.out, job.id), f"the job {job.id}"):
         if job.kind == "search":
-            found = search(job.backend, lab.first_cnn(), lab.preset, lab.rerun)
+            found = search(job.backend, lab.first_cnn(), lab.preset, lab.rerun, lab.worker_silence)
             print(f"[{job.sections[0]}] {job.label} on {job.backend}{where}: done -> {found.folder}", flush=True)
             return
         run_dir, what = ensure_run(job.backend, job_settings(lab, jobs, job), lab.rerun)

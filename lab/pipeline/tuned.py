@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.errors import LabError
@@ -25,22 +25,23 @@ class Search:
     space: str  # the search space in words
 
 
-def search_setup(backend: str, first_cnn: dict, preset: dict, rerun: bool = False) \
-        -> tuple[ExperimentSettings, SearchOptions]:
+def search_setup(backend: str, first_cnn: dict, preset: dict, rerun: bool = False,
+                 worker_silence: float | None = None) -> tuple[ExperimentSettings, SearchOptions]:
     """The search's base settings and options. preset: a PRESETS entry with its "name". Each preset searches in
-    a folder of its own (tune-<dataset>-<preset>), as runs of other settings go to versions of their own."""
+    a folder of its own (tune-<dataset>-<preset>), as runs of other settings go to versions of their own.
+    worker_silence: run_lab.py --worker-silence (None: the search's default), not part of what the search is."""
     base = make_settings({**first_cnn, "name": f"tune-{first_cnn['dataset']}-{preset['name']}"})
     opts = SearchOptions(backend=backend, tuner="random", max_trials=preset["tuner_trials"],
                          max_epochs=preset["tuner_epochs"], patience=2,
                          max_trial_images=preset["tuner_images"],
                          space=parse_space(preset["tuner_space"]), overwrite=rerun, retrain=False)
-    return base, opts
+    return base, opts if worker_silence is None else replace(opts, worker_silence=worker_silence)
 
 
-def search(backend: str, first_cnn: dict, preset: dict, rerun: bool) -> Search:
+def search(backend: str, first_cnn: dict, preset: dict, rerun: bool, worker_silence: float | None = None) -> Search:
     """Run the search (as chief or worker when keras-tuner's variables say so). A finished search is reused, an
     interrupted one continues; --rerun starts it afresh."""
-    base, opts = search_setup(backend, first_cnn, preset, rerun)
+    base, opts = search_setup(backend, first_cnn, preset, rerun, worker_silence)
     try:
         outcome = run_search(base, opts)
     except OtherSearch as error:  # e.g. an earlier lab in this --out ran on other data or another --seed
@@ -58,7 +59,7 @@ def finished_search(backend: str, first_cnn: dict, preset: dict) -> Search | Non
     try:
         saved = json.loads((folder / SEARCH_FILE).read_text())
         with open(folder / CSV_FILE, newline="") as f:
-            rows = [_typed(row) for row in csv.DictReader(f)]
+            rows = [typed_row(row) for row in csv.DictReader(f)]
     except (OSError, json.JSONDecodeError):
         return None
     wanted = search_definition(make_settings({**base.to_dict(), "model": "cnn", "epochs": opts.max_epochs}), opts)
@@ -75,7 +76,7 @@ def tuned_settings(first_cnn: dict, preset: dict, found: Search) -> ExperimentSe
                           name=f"tuned_cnn-{first_cnn['dataset']}")
 
 
-def _typed(row: dict) -> dict:
+def typed_row(row: dict) -> dict:
     """A trials.csv row with the types trial_row gave it: numbers, booleans, None for an empty cell."""
     return {key: value if key in TEXT_COLUMNS else _value(key, value) for key, value in row.items()}
 

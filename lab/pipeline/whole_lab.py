@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from core.cli import run_command
 from core.errors import LabError
 from core.io import write_text_atomic
@@ -18,9 +20,17 @@ from lab.config.devices import ONE_DEVICE, DeviceSpec, asks_for_cpu, lab_devices
 from lab.config.flags import LabArgumentParser, add_progress_flag, add_setting_flags
 from lab.config.machine import gpu_names, machine_info
 from lab.config.settings import HELP, make_settings
+from lab.pipeline.estimates import DataSize, job_estimates
 from lab.pipeline.jobs import Job, Lab, build_jobs, find_job
 from lab.pipeline.plan import PRESETS, SECTIONS, class_halves, parse_sections
-from lab.pipeline.plan_file import check_plan_path, check_step_lab, plan_document, record_plan_lab, write_plan
+from lab.pipeline.plan_file import (
+    check_plan_path,
+    check_step_lab,
+    plan_document,
+    plan_totals,
+    record_plan_lab,
+    write_plan,
+)
 from lab.pipeline.pool import Pool
 from lab.pipeline.sections import RENDERERS
 from lab.pipeline.step import finished, run_step
@@ -30,11 +40,12 @@ from lab.pipeline.writeup import BACKEND_TITLES, header, section_heading, sectio
 from lab.progress import progress
 from lab.reports.peak_share import FRAMEWORK_OF, PEAK_FILE, machine_peak
 from lab.run.backend import parse_backends
+from lab.tuning.search import SearchOptions
 
 REPORT_NAME = "lab-report.md"
 REPORT_ORDER = ("keras", "lightning")
 DEVICE_FLAGS = ("accelerator", "gpus", "devices", "precision", "test_weights")  # every run of the lab takes them
-LAB_ONLY = {"--plan": 1, "--overwrite": 0}  # flags of the lab command that its steps do not take
+LAB_ONLY = {"--plan": 1, "--overwrite": 0, "--estimates-from": 1}  # flags of the lab that its steps do not take
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the lab's jobs as JSON (and FILE.stageK.txt, one command per line, for xargs -P N) "
                         "without training anything, to run them on a cluster: docs/scale-out.md")
     p.add_argument("--overwrite", action="store_true", help="let --plan replace an existing file")
+    p.add_argument("--estimates-from", metavar="FOLDER", action="append", default=[],
+                   help="also estimate the jobs' times from the finished runs of these lab folders, scaled by work "
+                        "(repeatable or comma-separated; --out is always read): docs/scale-out.md")
+    p.add_argument("--worker-silence", type=float, metavar="SECONDS",
+                   help="section 1.4's search on several devices: a worker silent this long loses its trial to "
+                        f"another worker (default: {SearchOptions().worker_silence:g})")
     p.add_argument("--step", metavar="ID",
                    help="run one job of the lab here, e.g. lightning.first_cnn (the IDs: --plan), then exit")
     add_progress_flag(p)
@@ -103,6 +120,7 @@ def run_lab(args, argv: list[str]) -> Path | list[str] | None:
         raise LabError("--plan writes the lab's jobs and --step runs one of them; give one of the two.")
     if args.plan:
         check_plan_path(args.plan, args.overwrite)
+    others = _estimate_folders(args.estimates_from)
     devices = None if args.plan or args.step else \
         lab_devices(_device_spec(args), _visible_gpus(), os.cpu_count() or 1)
     lab, data_lines = make_lab(args)
@@ -117,11 +135,13 @@ def run_lab(args, argv: list[str]) -> Path | list[str] | None:
     lab_argv = _without(argv, LAB_ONLY)
     if args.plan:
         workers = requested_count(_device_spec(args))  # a search's workers: the lab's devices
-        for path in [*write_plan(args.plan, plan_document(jobs, lab_argv, lab.out, workers)), record_plan_lab(lab)]:
+        guess = job_estimates(lab, jobs, [lab.out, *others])
+        for path in [*write_plan(args.plan, plan_document(jobs, lab_argv, guess, workers)), record_plan_lab(lab)]:
             print(f"wrote {path}")
+        print("estimated time:\n" + "\n".join(f"  {line}" for line in plan_totals(jobs, guess, workers)))
         return None
     record_plan_lab(lab)  # its children's --step check this lab, as a plan's steps check the plan's
-    failures = Pool(lab, jobs, devices, lab_argv).run()
+    failures = Pool(lab, jobs, devices, lab_argv, others=others).run()
     if failures:
         return failures
     runs, searches = collect(lab, jobs)
@@ -138,8 +158,12 @@ def make_lab(args) -> tuple[Lab, list[str]]:
     common = {"out": args.out, "seed": args.seed, "precision": args.precision, "test_weights": args.test_weights,
               **ONE_DEVICE}
     make_settings(common)  # --out and the rest checked before anything runs
-    data_lines, cifar_classes = _check_data(data, sections)
-    return Lab(backends, sections, preset, data, cifar_classes, args.spread_seed, common, args.rerun), data_lines
+    silence = args.worker_silence
+    if silence is not None and not silence > 0:
+        raise LabError(f"--worker-silence must be a positive number of seconds, got {silence:g}.")
+    data_lines, cifar_classes, sizes = _check_data(data, sections)
+    return Lab(backends, sections, preset, data, cifar_classes, args.spread_seed, common, args.rerun, silence,
+               sizes), data_lines
 
 
 def collect(lab: Lab, jobs: list[Job]) -> tuple[dict, dict[str, Search]]:
@@ -168,6 +192,15 @@ def _visible_gpus() -> list[str]:
     if visible is not None:
         return [part.strip() for part in visible.split(",") if part.strip()]
     return [str(i) for i in range(len(gpu_names()))]
+
+
+def _estimate_folders(given: list[str]) -> list[Path]:
+    """--estimates-from's folders; LabError for one that is not a folder."""
+    folders = [Path(part.strip()) for text in given for part in text.split(",") if part.strip()]
+    for folder in folders:
+        if not folder.is_dir():
+            raise LabError(f"--estimates-from {folder} is not a folder; give the --out folder of an earlier lab.")
+    return folders
 
 
 def _without(argv: list[str], flags: dict[str, int]) -> list[str]:
@@ -212,12 +245,12 @@ def _backends(text: str) -> list[str]:
     return [b for b in REPORT_ORDER if b in chosen]
 
 
-def _check_data(data: dict, sections: list[str]) -> tuple[list[str], int]:
+def _check_data(data: dict, sections: list[str]) -> tuple[list[str], int, dict[str, DataSize]]:
     """Load each dataset the sections need once, up front, so a missing one fails before any training:
-    (the report's lines on the data used, the number of CIFAR classes)."""
+    (the report's lines on the data used, the number of CIFAR classes, each dataset's size for the estimates)."""
     needed = {"mnist"} if "mnist" in sections else set()
     needed |= {"cifar"} if set(sections) - {"mnist"} else set()
-    lines, cifar_classes = [], 10
+    lines, cifar_classes, sizes = [], 10, {}
     for part in (part for part in ("mnist", "cifar") if part in needed):
         settings = make_settings(data[part])
         splits = load_data(settings)
@@ -227,6 +260,9 @@ def _check_data(data: dict, sections: list[str]) -> tuple[list[str], int]:
                      f"{splits.source} ({len(splits.train):,} train, {len(splits.val):,} validation, "
                      f"{len(splits.test):,} test images, {splits.num_classes} classes{size})")
         cifar_classes = splits.num_classes if part == "cifar" else cifar_classes
+        counts = np.bincount(splits.train.labels, minlength=splits.num_classes)
+        sizes[part] = DataSize(len(splits.train), splits.input_shape, splits.class_names,
+                               tuple(int(c) for c in counts), settings.dataset, settings.image_size)
     if "transfer" in sections:
         class_halves(cifar_classes)  # too few classes fails now too
-    return lines, cifar_classes
+    return lines, cifar_classes, sizes

@@ -123,3 +123,19 @@ def test_checkpoints_go_both_ways_between_keras_layer_and_the_fused_one(tmp_path
     again.load_weights(tmp_path / "after.keras")
     for model in (loaded, again):
         np.testing.assert_allclose(model(x, training=False), before(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+def test_bench_keras_batchnorm_times_every_way_in_both_precisions(capsys):
+    import json
+
+    from bench.keras_batchnorm import main
+
+    main(["--in-process", "--threads", "0", "--width", "4", "--depth", "1", "--batch-size", "4", "--steps", "1",
+          "--rounds", "1"])
+    printed = capsys.readouterr().out
+    out = json.loads(printed[printed.index("\n{") + 1:])
+    assert printed.count("round 1:") == 6 and out["in_process"]
+    for precision in ("32", "bf16-mixed"):
+        assert all(out[f"{precision} {way} {clock} ms"] > 0 for way in ("keras", "fused", "none")
+                   for clock in ("wall", "cpu"))
+        assert out[f"{precision} fused/keras wall"] > 0 and out[f"{precision} none/keras cpu"] > 0

@@ -47,8 +47,9 @@ class BatchNormalization(L.BatchNormalization):
                 and keras.backend.backend() == "tensorflow")
 
 
-# The layer build_network makes of a BatchNorm spec: the fused one, 1.28x (float32) and 1.46x (bf16-mixed) as fast a
-# cifar_cnn step as with Keras' own (bench/README.md, "Keras' batch norm, fused"); bench.keras_batchnorm swaps it.
+# The layer build_network makes of a BatchNorm spec: the fused one, a cifar_cnn step 1.19-1.28x (float32) and
+# 1.39-1.46x (bf16-mixed) as fast as with Keras' own (bench/README.md, "Keras' batch norm, fused").
+# bench.keras_batchnorm swaps it.
 BATCH_NORM = BatchNormalization
 
 

@@ -202,3 +202,25 @@ def test_compile_on_the_cpu_says_nothing_under_a_test_backend(monkeypatch, capsy
     monkeypatch.delenv(BACKEND_ENV)
     warn_cpu_cost("gpu")
     assert capsys.readouterr().err == ""
+
+
+def test_bench_compile_step_times_keras_eager_against_xla(capsys):
+    import json
+
+    from bench.compile_step import main
+
+    main(["--backend", "keras", "--model", "mlp", "--pairs", "1", "--batch-size", "8"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["backend"] == "keras" and out["first_step_s"] >= 0 and out["eager first_step_s"] >= 0
+    assert all(out[f"{way} {clock} ms"] > 0 for way in ("eager", "compiled") for clock in ("wall", "cpu"))
+    assert out["compiled/eager wall"] > 0
+
+
+def test_bench_compile_step_refuses_torch_options_with_keras_in_one_line(capsys):
+    from bench.compile_step import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--backend", "keras", "--inductor", "freezing=True", "--mode", "default"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--mode, --inductor" in err and "--backend keras" in err

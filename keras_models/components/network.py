@@ -12,6 +12,47 @@ from lab.specs import architectures as A
 L = keras.layers
 
 
+@keras.saving.register_keras_serializable(package="dual_lab")
+class BatchNormalization(L.BatchNormalization):
+    """Keras' BatchNormalization computed by TensorFlow's fused kernel (FusedBatchNormV3, oneDNN's on x86), one
+    operation forward and one backward, where Keras 3 runs the moments and the normalization as separate float32
+    operations (bench/README.md, "bf16-mixed on the CPU"). The same weights, names, epsilon and momentum, and the
+    same statistics: the moving variance takes the batch's biased variance, as Keras' moments do, where the kernel
+    returns the unbiased one. bf16 and float16 inputs stay so; the kernel computes in float32 inside. Inputs it
+    does not take (not 4-D NHWC, a mask, renorm, cross-replica statistics, float64) go to Keras' own call.
+    Named as Keras' class, so that its layers' names (batch_normalization_1, ...) and the paths of its weights in
+    a .keras or .weights.h5 file (from the class name) are those of Keras' layer, both ways."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        from core.frameworks import tf
+
+        fused_batch_norm = tf.compat.v1.nn.fused_batch_norm  # FusedBatchNormV3; TF 2's tf.nn does not export it
+        scale = self.gamma if self.scale else tf.ones(inputs.shape[-1])
+        offset = self.beta if self.center else tf.zeros(inputs.shape[-1])
+        if not (training and self.trainable):
+            return fused_batch_norm(inputs, scale, offset, self.moving_mean, self.moving_variance,
+                                    epsilon=self.epsilon, is_training=False)[0]
+        outputs, mean, variance = fused_batch_norm(inputs, scale, offset, epsilon=self.epsilon)
+        count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], "float32")
+        variance = variance * ((count - 1) / count)  # Bessel's correction undone
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+    def _fused(self, inputs, mask) -> bool:
+        return (len(inputs.shape) == 4 and self.axis in (-1, 3) and mask is None and not self.renorm
+                and not self.synchronized and keras.backend.standardize_dtype(inputs.dtype) != "float64"
+                and keras.backend.backend() == "tensorflow")
+
+
+# The layer build_network makes of a BatchNorm spec: the fused one, a cifar_cnn step 1.19-1.28x (float32) and
+# 1.39-1.46x (bf16-mixed) as fast as with Keras' own (bench/README.md, "Keras' batch norm, fused").
+# bench.keras_batchnorm swaps it.
+BATCH_NORM = BatchNormalization
+
+
 def build_network(spec: list[A.Layer], input_shape: tuple[int, int, int], mean, std, name: str = "model",
                 sync_batchnorm: bool = False) -> keras.Model:
     """sync_batchnorm: BatchNorm statistics over the replicas of a tf.distribute strategy."""
@@ -36,7 +77,7 @@ def _layer(layer: A.Layer, sync_batchnorm: bool = False) -> L.Layer:
     if isinstance(layer, A.Dense):
         return L.Dense(layer.units)
     if isinstance(layer, A.BatchNorm):
-        return L.BatchNormalization(synchronized=sync_batchnorm)
+        return BATCH_NORM(synchronized=sync_batchnorm)
     if isinstance(layer, A.MaxPool):
         return L.MaxPooling2D(layer.size)
     if isinstance(layer, A.Dropout):

@@ -38,6 +38,10 @@ PRIVATE_NAMES: dict[str, tuple[Private, ...]] = {
                 "set around every hook Lightning calls; ImageClassifier stores it past nn.Module.__setattr__"),
         Private("pytorch_lightning.strategies.ddp.DDPStrategy._setup_model", ("lightning_modules/distributed.py",),
                 "overridden: channels-last weights, and frozen parameters registered, before DDP wraps the model"),
+        Private("lightning_fabric.strategies.launchers.subprocess_script._ChildProcessObserver._child_processes",
+                ("lightning_modules/rank_death.py",),
+                "the list Lightning's observer watches; rank 0 takes its children off it (the observer SIGKILLs rank 0 "
+                "within 5 s of a child's death, without a word) and watches them itself"),
     ),
     "torchmetrics": (
         Private("torchmetrics.metric.Metric._computed", ("bench/step_cost.py",),

@@ -137,7 +137,7 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
         # The summary's size in MB assumes 32 bits under bf16-mixed; so do the weights, which stay float32.
         warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
         data = ArraysDataModule(splits, settings.batch_size, settings.seed)
-        with one_sentence_on_death(death):  # a process of a DDP run that dies: RunStopped on those left
+        with one_sentence_on_death(death, trainer.strategy.launcher):  # a DDP process that dies: RunStopped
             trainer.fit(model, datamodule=data, ckpt_path=ckpt)
     profile = measure(trainer, model, data, clock) if clock else None
     if plan.strategy == "ddp_spawn" and plan.world_size > 1:  # trained in spawned processes: read what rank 0 saved

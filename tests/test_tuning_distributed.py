@@ -3,9 +3,11 @@ free port and workers training the trials; faults and bad input. Every process r
 `spawn` fixture kills what is left), with short waits so that nothing can hang the suite."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,8 +22,11 @@ from lab.tuning.cluster import READY
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
+# --chief-wait: a chief started once its workers are ready takes as long to start as they did (10-14 s after their
+# "ready" at a load of 4 on 2 cores, measured); a load of 15 could use up 60 s, and the workers then gave up (exit 2)
+# before it served. They wait as long as a test waits for them.
 TINY = ["--dataset", "digits", "--max-epochs", "1", "--no-retrain", "--name", "d", "--blocks", "1-2",
-        "--filters", "8,16", "--dense-units", "16,32", "--batch-size", "64,128", "--chief-wait", "60",
+        "--filters", "8,16", "--dense-units", "16,32", "--batch-size", "64,128", "--chief-wait", str(TIMEOUT_S),
         "--worker-timeout", "60"]
 
 
@@ -217,7 +222,8 @@ def test_a_chief_refuses_a_port_in_use(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.distributed
 def test_the_launcher_starts_a_chief_and_workers_and_ends_with_them(spawn, tmp_path):
-    # 3 epochs a trial: with 1, one worker could run all 4 trials before the other's first call reached the chief
+    # 3 epochs a trial: with 1, one worker could run all 4 trials before the other's first call reached the chief.
+    # The launcher starts the chief once both workers are ready (TINY's --chief-wait says why it is long)
     process = spawn([ROOT / "scripts" / "launch_search.py", "--workers", "2", "--log-dir", tmp_path / "logs", "--",
                      "tune_lightning.py", *TINY, "--max-trials", "4", "--max-epochs", "3", "--out", tmp_path], cwd=ROOT,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -226,6 +232,19 @@ def test_the_launcher_starts_a_chief_and_workers_and_ends_with_them(spawn, tmp_p
     assert "chief: 4 of 4 trials done" in out
     assert_every_trial_once(rows(tmp_path, "lightning"), 4)
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["tuner0.log", "tuner1.log"]
+    port = int(re.search(r"chief on 127\.0\.0\.1:(\d+)", out)[1])
+    assert not search_processes(port)  # the workers and the chief, each in a session of its own, all ended
+
+
+def search_processes(port: int) -> list[int]:
+    """The processes alive (zombies not counted) that a launcher started for the chief at `port`."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if f"KERASTUNER_ORACLE_PORT={port}".encode() in environ.read_bytes().split(b"\0"):
+                state = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                found += [int(environ.parent.name)] if state not in ("Z", "X") else []
+    return found
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -121,6 +121,7 @@ def keras_twins(args):
     from core.frameworks import keras, tf
     from keras_models.compiling import compile_model
     from keras_models.components.network import build_network
+    from keras_models.training import _op_determinism
     from lab.config.settings import make_settings
     from lab.specs.models import model_spec
     from lab.specs.optimizer import OptimizerSpec
@@ -129,6 +130,7 @@ def keras_twins(args):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.bf16 else "float32")
+    _op_determinism(False)  # as train_keras.py --compile: Keras runs no XLA under deterministic ops
     shape, settings = SHAPES[args.model], make_settings({"model": args.model})
     keras.utils.set_random_seed(0)
     nets = {way: build_network(model_spec(settings, shape, 10), shape, [0.5] * shape[2], [0.25] * shape[2])

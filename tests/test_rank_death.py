@@ -130,16 +130,22 @@ def assert_resumes_to(spawn, out: Path, reference: Path) -> None:
     np.testing.assert_allclose(one["probs"], two["probs"], rtol=0, atol=1e-5)
 
 
-@pytest.mark.distributed
-def test_rank_1_killed_mid_epoch_ends_rank_0_with_one_sentence(spawn, tmp_path, reference):
-    run = Started(spawn, tmp_path)
-    run.wait_for_line("epoch 2/")
-    victim = run.rank_1()
+def kill_and_wait(run, victim: int) -> tuple[float, float]:
+    """SIGKILL `victim`; the run's process must then end with exit code 1: (when killed, seconds until it ended)."""
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     assert run.process.wait(timeout=EXIT_S) == 1
     exited = time.monotonic() - killed_at
     run.stderr_reader.join(timeout=EXIT_S)
+    return killed_at, exited
+
+
+@pytest.mark.distributed
+def test_rank_1_killed_mid_epoch_ends_rank_0_with_one_sentence(spawn, tmp_path, reference):
+    run = Started(spawn, tmp_path)
+    run.wait_for_line("epoch 2/")
+    victim = run.rank_1()
+    killed_at, exited = kill_and_wait(run, victim)
     match, after = run.sentence(killed_at)
     assert (match[1], int(match[2])) == ("1", victim) and int(match[3]) >= 2, match[0]
     assert Path(match[4]) == only_run_folder(tmp_path)
@@ -205,11 +211,7 @@ def test_rank_1_killed_before_training_ends_rank_0_with_one_sentence(spawn, tmp_
     else:
         run.wait_for_error_line("GLOBAL_RANK: 1,")  # Lightning's line, as rank 1 joins the process group
         victim = run.rank_1()
-    os.kill(victim, signal.SIGKILL)
-    killed_at = time.monotonic()
-    assert run.process.wait(timeout=EXIT_S) == 1
-    exited = time.monotonic() - killed_at
-    run.stderr_reader.join(timeout=EXIT_S)
+    killed_at, exited = kill_and_wait(run, victim)
     if when == "as it starts":
         assert not any("processes registered" in line for _, line in run.errors)  # the group never formed
         match, after = run.sentence(killed_at, BEFORE)

@@ -112,6 +112,21 @@ def test_an_interrupted_experiment_is_resumed_and_a_finished_one_reused(backend,
     assert ensure_run(backend, settings) == (run_dir, "reused")
 
 
+def test_a_run_made_on_another_device_is_the_same_experiment(tmp_path):
+    import json
+
+    from lab.run.reuse import find_matching
+
+    settings = make_settings({"out": str(tmp_path), "name": "first_cnn-digits"})  # the lab's: accelerator auto
+    run_dir = tmp_path / "first_cnn-digits" / "lightning" / "version_0"
+    run_dir.mkdir(parents=True)
+    saved = {**settings.to_dict(), "accelerator": "cpu", "devices": "1"}  # a lab made with --accelerator cpu
+    (run_dir / "settings.json").write_text(json.dumps(saved))
+    assert find_matching(settings, "lightning") == run_dir
+    assert find_matching(make_settings({**settings.to_dict(), "gpus": 1}), "lightning") == run_dir
+    assert find_matching(make_settings({**settings.to_dict(), "precision": "bf16-mixed"}), "lightning") is None
+
+
 def test_each_preset_searches_in_a_folder_of_its_own_and_a_changed_search_gets_run_labs_advice(tmp_path):
     from lab.pipeline.tuned import search
     from lab.tuning.search import SEARCH_FILE, search_folder

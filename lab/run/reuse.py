@@ -12,17 +12,26 @@ from lab.run.backend import in_training_order
 from lab.run.runner import run_settings
 
 
+# Where a run trained, not what it computes: one device or N give the same results within float tolerance, so a
+# run made with --accelerator cpu (as labs before the lab's own --devices saved theirs) is the same experiment.
+PLACEMENT = ("accelerator", "gpus", "devices")
+
+
 def find_matching(settings: ExperimentSettings, backend: str) -> Path | None:
     """The newest run folder of this experiment and backend whose saved settings equal these (every setting
-    counts); a setting added since a run was saved counts as its default there."""
-    wanted, defaults = settings.to_dict(), ExperimentSettings().to_dict()
+    counts but PLACEMENT); a setting added since a run was saved counts as its default there."""
+    wanted, defaults = _identity(settings.to_dict()), ExperimentSettings().to_dict()
     for _, run_dir in reversed(versions(Path(settings.out) / settings.experiment / backend)):
         try:
-            if {**defaults, **json.loads((run_dir / SETTINGS_FILE).read_text())} == wanted:
+            if _identity({**defaults, **json.loads((run_dir / SETTINGS_FILE).read_text())}) == wanted:
                 return run_dir
         except (OSError, json.JSONDecodeError):
             continue
     return None
+
+
+def _identity(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in PLACEMENT}
 
 
 def ensure_run(backend: str, settings: ExperimentSettings, rerun: bool = False) -> tuple[Path, str]:

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gpus": "number of GPUs: one run on each at a time; 0 means the CPU",
         "devices": "the devices the lab trains on, one run on each at a time, each run in a process of its own: a "
                    "count (on the CPU, the runs divide the cores) or GPU indices like 0,2 (default: one)",
-        "precision": "numeric precision for both backends",
+        "precision": f"every run, on both backends: {HELP['precision'].removeprefix('numeric precision: ')}",
         "test_weights": f"every run: {HELP['test_weights']}"})
     p.add_argument("--plan", metavar="FILE", type=Path,
                    help="write the lab's jobs as JSON (and FILE.stageK.txt, one command per line, for xargs -P N) "

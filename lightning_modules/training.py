@@ -5,6 +5,7 @@ callbacks.lightning_finetuning.PhaseFinetuning freezes and unfreezes blocks at t
 """
 from __future__ import annotations
 
+import logging
 import signal
 import warnings
 from contextlib import contextmanager
@@ -50,6 +51,17 @@ from lightning_modules.weights import load_initial_weights
 
 if TYPE_CHECKING:
     from lab.config.settings import ExperimentSettings
+
+ADVERT = "Tip: For seamless cloud logging"  # Lightning's suggestion of a paid logger, at every Trainer with ours
+
+
+class _NoAdvert(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return ADVERT not in record.getMessage()
+
+
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdvert())
 
 
 class LightningBackend:

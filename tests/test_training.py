@@ -157,3 +157,16 @@ def test_each_backend_is_a_plain_import_and_lightning_alone_loads_no_tensorflow(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 
+
+
+def test_lightning_s_advert_for_a_paid_logger_is_not_shown(caplog):
+    import logging
+
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    import lightning_modules.training  # noqa: F401  (filters Lightning's log)
+
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+        rank_zero_info("GPU available: False, used: False")
+    assert "seamless" not in caplog.text and "GPU available" in caplog.text

@@ -11,7 +11,6 @@ from lab.records.rundirs import SETTINGS_FILE, versions
 from lab.run.backend import in_training_order
 from lab.run.runner import run_settings
 
-
 # Where a run trained, not what it computes: one device or N give the same results within float tolerance, so a
 # run made with --accelerator cpu (as labs before the lab's own --devices saved theirs) is the same experiment.
 PLACEMENT = ("accelerator", "gpus", "devices")

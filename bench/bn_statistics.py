@@ -31,7 +31,8 @@ def recompute(model, images, batch: int, bf16: bool) -> None:
     """Every batch norm's running mean and variance as the plain average over `images`, in training mode."""
     import torch
 
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    norms = [m for m in model.modules() if isinstance(m, kinds)]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average

@@ -195,5 +195,6 @@ def main(argv=None) -> None:
     if args.kernels:
         _kernels(step, x, y)
 
+
 if __name__ == "__main__":
     run_benchmark(main)

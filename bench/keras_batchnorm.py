@@ -150,12 +150,17 @@ def _model(args, way: str, precision: str):
 
     settings = make_settings({"model": "cifar_cnn", "width": args.width, "depth": args.depth,
                               "batch_size": args.batch_size})
+    spec = [layer for layer in model_spec(settings, SHAPE, 10) if way != "none" or not isinstance(layer, A.BatchNorm)]
+    before = network.BATCH_NORM, keras.mixed_precision.global_policy()
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(POLICIES[precision])
     network.BATCH_NORM = network.BatchNormalization if way == "fused" else keras.layers.BatchNormalization
-    spec = [layer for layer in model_spec(settings, SHAPE, 10) if way != "none" or not isinstance(layer, A.BatchNorm)]
-    return compile_model(network.build_network(spec, SHAPE, [0.5] * 3, [0.25] * 3),
-                         OptimizerSpec.from_settings(settings))
+    try:
+        return compile_model(network.build_network(spec, SHAPE, [0.5] * 3, [0.25] * 3),
+                             OptimizerSpec.from_settings(settings))
+    finally:  # --in-process builds several models, and a test calls it in its own process
+        network.BATCH_NORM = before[0]
+        keras.mixed_precision.set_global_policy(before[1])
 
 
 def _batch(args):

@@ -208,7 +208,9 @@ def test_bench_compile_step_times_keras_eager_against_xla(capsys):
     import json
 
     from bench.compile_step import main
+    from keras_models.training import _op_determinism
 
+    _op_determinism(False)  # an earlier test's run turned TensorFlow's deterministic ops on: no XLA under them
     main(["--backend", "keras", "--model", "mlp", "--pairs", "1", "--batch-size", "8"])
     out = json.loads(capsys.readouterr().out)
     assert out["backend"] == "keras" and out["first_step_s"] >= 0 and out["eager first_step_s"] >= 0

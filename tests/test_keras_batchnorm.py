@@ -135,6 +135,8 @@ def test_bench_keras_batchnorm_times_every_way_in_both_precisions(capsys):
     printed = capsys.readouterr().out
     out = json.loads(printed[printed.index("\n{") + 1:])
     assert printed.count("round 1:") == 6 and out["in_process"]
+    assert network.BATCH_NORM is network.BatchNormalization  # put back, as the global policy
+    assert keras.mixed_precision.global_policy().name == "float32"
     for precision in ("32", "bf16-mixed"):
         assert all(out[f"{precision} {way} {clock} ms"] > 0 for way in ("keras", "fused", "none")
                    for clock in ("wall", "cpu"))

@@ -162,6 +162,59 @@ def test_stages_dependents_and_the_time_left():
     assert time_left(["fine", "x"], [("pre", 30.0)], guess, 2) == ((50.0 + 70.0) / 2, 1)
 
 
+class _Child:
+    """A started child as the pool sees it: alive until told otherwise."""
+
+    def __init__(self, env: dict):
+        self.env, self.pid, self.returncode = env, 4242, None
+
+    def poll(self):
+        return self.returncode
+
+
+def test_a_device_freed_mid_search_joins_it_as_one_more_worker_while_it_has_untaken_trials(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from lab.pipeline import pool as pool_module
+
+    started, asked = [], []
+    monkeypatch.setattr(pool_module.processes, "start",
+                        lambda argv, env, log: started.append(_Child(env)) or started[-1])
+    room = {"trials": 1}
+    monkeypatch.setattr(pool_module, "open_trials", lambda backend, first, preset, live: asked.append(live) or
+                        room["trials"] - sum(w not in {"tuner0"} for w in live))
+    monkeypatch.setattr(pool_module, "LOOK_S", 0.0)
+    lab, _ = make_lab(build_parser().parse_args(["--preset", "tiny", "--backends", "keras", "--sections", "1",
+                                                 "--mnist-dataset", "digits", "--out", str(tmp_path)]))
+    jobs = build_jobs(lab)
+    pool = pool_module.Pool(lab, jobs, ["cpu0", "cpu1"], [], Console(file=io.StringIO()))
+    pool.logs.mkdir(parents=True)
+    search = next(j for j in jobs if j.kind == "search")
+    pool.free = ["cpu0"]  # the other device trains another job: the search starts on one, as chief and worker
+    pool._start(search)
+    running = pool.running[search.id]
+    assert [c.env["KERASTUNER_TUNER_ID"] for c in started] == ["tuner0"] and running.main is None
+    pool._grow_searches()  # no chief yet: nothing joins
+    running.main = _Child(running.chief_env)
+    pool.free = ["cpu1"]  # the other job ended, and nothing else is ready
+    pool._grow_searches()
+    joined = started[-1].env
+    assert joined["KERASTUNER_TUNER_ID"] == "tuner1" and pool.free == [] and running.devices == ["cpu0", "cpu1"]
+    assert joined["KERASTUNER_ORACLE_PORT"] == started[0].env["KERASTUNER_ORACLE_PORT"] == running.chief_env[
+        "KERASTUNER_ORACLE_PORT"]
+    assert [e["event"] for e in map(json.loads, (pool.logs / JOBS_LOG).read_text().splitlines())] == ["start",
+                                                                                                      "worker"]
+    pool.free = ["cpu2"]  # (a third device) the new worker, holding no trial yet, takes the one untaken trial
+    pool._grow_searches()
+    assert len(started) == 2 and pool.free == ["cpu2"] and asked[-1] == ["tuner0", "tuner1"]
+    started[0].returncode = 0  # a worker that ended counts no more
+    room["trials"] = 2
+    pool._grow_searches()
+    assert asked[-1] == ["tuner1"] and started[-1].env["KERASTUNER_TUNER_ID"] == "tuner2"
+
+
 # ---- longer, multi-process: make test-distributed ---------------------------------------------------------------
 
 def _start(argv: list[str], log: Path) -> subprocess.Popen:

@@ -291,3 +291,20 @@ def test_a_worker_killed_for_good_leaves_its_trial_to_the_other(spawn, tmp_path)
     elapsed = time.monotonic() - started
     print(f"the search with a worker killed for good took {elapsed:.0f} s")
     assert elapsed < 300, output(chief)[-2000:]
+
+
+def test_the_saved_oracle_says_how_many_trials_a_worker_joining_now_could_take(tmp_path):
+    from lab.tuning.trials import untaken_trials
+
+    folder = tmp_path / "p"
+    assert untaken_trials(folder, 4) == (0, set())  # nothing saved yet: no worker joins
+    oracle = chief_oracle(tmp_path, trials=4)
+    mine, _ = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+    assert untaken_trials(folder, 4) == (2, {"tuner0", "tuner1"})
+    complete(oracle, mine)
+    assert untaken_trials(folder, 4) == (2, {"tuner1"})
+    oracle.create_trial("tuner0")
+    assert untaken_trials(folder, 4) == (1, {"tuner0", "tuner1"})
+    pass_time(oracle, SILENCE + 1)  # tuner1 silent: its trial back in the queue once the oracle is next asked
+    oracle.create_trial("tuner2")
+    assert untaken_trials(folder, 4) == (1, {"tuner0", "tuner2"})

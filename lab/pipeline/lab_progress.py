@@ -44,6 +44,9 @@ class PoolProgress:
     def started(self, job_id: str, where: list[str], log: Path) -> None:
         self.console.print(f"[bold cyan]start[/] {job_id} on {', '.join(where)} (log: {log})")
 
+    def joined(self, job_id: str, device: str, log: Path) -> None:
+        self.console.print(f"[bold cyan]one more worker[/] for {job_id} on {device} (log: {log})")
+
     def ended(self, job_id: str, kind: str, outcome: str, seconds: float | None) -> None:
         """outcome: 'done', 'reused', 'failed' or 'skipped'; seconds: the time it trained, which also times its key."""
         self.done += 1

@@ -1,7 +1,8 @@
 """run_lab.py --devices N: the lab's jobs on this machine's devices, one job per device at a time, each a child
 process `run_lab.py <the lab's flags> --step ID` started as soon as the jobs it waits for have finished. A search
-takes every device free when it starts, as keras-tuner workers under a chief. A failed job skips only the jobs
-that wait for it; an interrupt (Ctrl-C, SIGTERM) kills every child's process group."""
+takes every device free when it starts, as keras-tuner workers under a chief, and each device freed while it
+has trials no worker holds and no other job is ready (one more worker). A failed job skips only the jobs that
+wait for it; an interrupt (Ctrl-C, SIGTERM) kills every child's process group."""
 from __future__ import annotations
 
 import json
@@ -19,11 +20,13 @@ from lab.pipeline.estimates import job_estimates
 from lab.pipeline.jobs import Job, Lab, dependents
 from lab.pipeline.lab_progress import PoolProgress
 from lab.pipeline.step import LOGS, finished
+from lab.pipeline.tuned import open_trials
 from lab.tuning.cluster import READY, VARIABLES
 
 ROOT = Path(__file__).resolve().parents[2]  # where run_lab.py is
 JOBS_LOG = "jobs.jsonl"  # OUT/logs/: each job's start and end, as the pool saw them
 READY_S, GRACE_S, TICK_S = 120.0, 30.0, 0.2
+LOOK_S = 5.0  # how often a running search's saved oracle is read while a device is free
 
 
 @dataclass
@@ -37,7 +40,9 @@ class Running:
     workers: list[subprocess.Popen] = field(default_factory=list)
     worker_logs: list[Path] = field(default_factory=list)
     chief_env: dict = field(default_factory=dict)
+    tuner: dict = field(default_factory=dict)  # a search's KERASTUNER_ORACLE_* variables, for a worker joining later
     main_ended: float | None = None
+    looked: float = 0.0  # when the pool last read the search's oracle for room for another worker
 
     @property
     def processes(self) -> list[subprocess.Popen]:
@@ -68,6 +73,7 @@ class Pool:
             while len(self.state) < len(self.jobs):
                 self._poll()
                 self._start_ready()
+                self._grow_searches()
                 if not self.running:  # nothing runs and nothing could start
                     self._stuck()
                 time.sleep(TICK_S)
@@ -90,21 +96,45 @@ class Pool:
         take = len(self.free) if job.kind == "search" and not self.lab.rerun else 1
         devices, self.free = self.free[:take], self.free[take:]
         argv = [sys.executable, str(ROOT / "run_lab.py"), *self.argv, "--step", job.id]
-        running = Running(job, devices, self.logs / f"{job.id}.log", time.monotonic(), argv)
-        if len(devices) == 1:
+        running = Running(job, [], self.logs / f"{job.id}.log", time.monotonic(), argv)
+        if job.kind != "search" or len(self.devices) == 1 or self.lab.rerun:
+            running.devices = devices
             running.main = processes.start(argv, self._env(devices[0]), running.log)
         else:  # keras-tuner's chief and workers: the workers first, the chief once they wait for it
-            tuner = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(processes.free_port())}
-            for i, device in enumerate(devices):
-                log = self.logs / f"{job.id}.tuner{i}.log"
-                env = {**self._env(device), **tuner, "KERASTUNER_TUNER_ID": f"tuner{i}"}
-                running.workers.append(processes.start(argv, env, log))
-                running.worker_logs.append(log)
-            running.chief_env = {**self._env(None), **tuner, "KERASTUNER_TUNER_ID": "chief"}
+            running.tuner = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(processes.free_port())}
+            for device in devices:
+                self._add_worker(running, device)
+            running.chief_env = {**self._env(None), **running.tuner, "KERASTUNER_TUNER_ID": "chief"}
         self.running[job.id] = running
         self._record(job, "start", devices=devices, pids=[p.pid for p in running.processes])
         self.progress.started(job.id, devices, running.log)
         self._status()
+
+    def _add_worker(self, running: Running, device: str) -> subprocess.Popen:
+        i = len(running.workers)
+        log = self.logs / f"{running.job.id}.tuner{i}.log"
+        env = {**self._env(device), **running.tuner, "KERASTUNER_TUNER_ID": f"tuner{i}"}
+        worker = processes.start(running.argv, env, log)
+        running.devices.append(device)
+        running.workers.append(worker)
+        running.worker_logs.append(log)
+        return worker
+
+    def _grow_searches(self) -> None:
+        """A device still free once every ready job has started goes to a running search as one more worker, if
+        the search has a trial that no worker holds or is about to take (else it would wait for the search's end)."""
+        for running in list(self.running.values()):
+            while self.free and running.tuner and running.main is not None and running.main.poll() is None \
+                    and time.monotonic() - running.looked > LOOK_S:
+                running.looked = time.monotonic()
+                live = [f"tuner{i}" for i, w in enumerate(running.workers) if w.poll() is None]
+                if open_trials(running.job.backend, self.lab.first_cnn(), self.lab.preset, live) <= 0:
+                    break
+                device, self.free = self.free[0], self.free[1:]
+                worker = self._add_worker(running, device)
+                self._record(running.job, "worker", devices=[device], pids=[worker.pid])
+                self.progress.joined(running.job.id, device, running.worker_logs[-1])
+                self._status()
 
     def _env(self, device: str | None) -> dict:
         """A child's environment: its device (None: a search's chief, which only serves), nothing of a search

@@ -11,7 +11,7 @@ from core.errors import LabError
 from lab.config.settings import ExperimentSettings, make_settings
 from lab.tuning.search import SEARCH_FILE, OtherSearch, SearchOptions, run_search, search_definition, search_folder
 from lab.tuning.space import overrides_of, parse_space, trial_settings
-from lab.tuning.trials import CSV_FILE, INT_METRICS, best_rows
+from lab.tuning.trials import CSV_FILE, INT_METRICS, best_rows, untaken_trials
 
 TEXT_COLUMNS = ("trial", "backend", "worker", "status", "padding", "optimizer", "message")
 ENDED = ("COMPLETED", "FAILED", "INVALID", "STOPPED")  # a trial in any other state may still train
@@ -55,7 +55,7 @@ def finished_search(backend: str, first_cnn: dict, preset: dict) -> Search | Non
     """The lab's search when it has ended (every trial of its budget ended, on these settings), read from its
     trials.csv without keras-tuner; else None."""
     base, opts = search_setup(backend, first_cnn, preset)
-    folder = search_folder(make_settings({**base.to_dict(), "model": "cnn", "epochs": opts.max_epochs}), backend)
+    folder = _folder(backend, base, opts)
     try:
         saved = json.loads((folder / SEARCH_FILE).read_text())
         with open(folder / CSV_FILE, newline="") as f:
@@ -66,6 +66,18 @@ def finished_search(backend: str, first_cnn: dict, preset: dict) -> Search | Non
     if saved != wanted or sum(row["status"] in ENDED for row in rows) < opts.max_trials or not best_rows(rows, 1):
         return None
     return Search(folder, rows, opts.tuner, opts.space.describe())
+
+
+def open_trials(backend: str, first_cnn: dict, preset: dict, workers: list[str]) -> int:
+    """How many more workers the lab's running search could give a trial now: the trials no worker holds, less
+    one for each of its live `workers` (their IDs) that holds none, as it takes one next."""
+    base, opts = search_setup(backend, first_cnn, preset)
+    untaken, holders = untaken_trials(_folder(backend, base, opts), opts.max_trials)
+    return untaken - sum(w not in holders for w in workers)
+
+
+def _folder(backend: str, base: ExperimentSettings, opts: SearchOptions) -> Path:
+    return search_folder(make_settings({**base.to_dict(), "model": "cnn", "epochs": opts.max_epochs}), backend)
 
 
 def tuned_settings(first_cnn: dict, preset: dict, found: Search) -> ExperimentSettings:

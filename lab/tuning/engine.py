@@ -157,6 +157,7 @@ class _Bookkeeping:
         if started is not None:
             self._durations.append(time.monotonic() - started)
         super().end_trial(trial)
+        self.save()  # keras-tuner saved before it let the worker go: the saved state now shows it free (lab's pool)
         self.ended_now += 1
         if self.on_trial_ended is not None:
             self.on_trial_ended()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from core.io import write_text_atomic
@@ -16,6 +17,7 @@ from lab.tuning.space import NAMES
 
 PROJECT = "tuning"  # OUT/<name>/<backend>/tuning: keras-tuner's state, the trial folders, these files
 CSV_FILE, SUMMARY_FILE = "trials.csv", "summary.md"
+ORACLE_FILE = "oracle.json"  # keras-tuner's saved oracle, in the project folder
 OBJECTIVE = "val_acc"
 METRICS = ("val_acc", "val_loss", "best_epoch", "epochs_run", "time_s", "params")
 INT_METRICS = ("best_epoch", "epochs_run", "params")
@@ -30,6 +32,19 @@ def trial_metrics(history: list[dict], initial_epoch: int, params: int) -> dict:
     best = best_row(own)
     return {"val_acc": best["val/acc"], "val_loss": best["val/loss"], "best_epoch": best["epoch"],
             "epochs_run": len(own), "time_s": round(sum(row["time/epoch_s"] for row in own), 3), "params": params}
+
+
+def untaken_trials(folder: Path, max_trials: int) -> tuple[int, set[str]]:
+    """The search in `folder` as its oracle was last saved (keras-tuner saves it whenever a trial begins or
+    ends): how many trials no worker holds (not begun yet, or back in the retry queue), and the IDs of the
+    workers that hold one. (0, set()) before the first save."""
+    try:
+        state = json.loads((folder / ORACLE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return 0, set()
+    begun = len(set(state.get("start_order", [])))
+    untaken = max(0, max_trials - begun) + len(state.get("retry_queue", []))
+    return untaken, set(state.get("ongoing_trials", {}))
 
 
 def trial_row(trial, backend: str, worker: str, retried=()) -> dict:

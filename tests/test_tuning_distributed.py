@@ -159,6 +159,22 @@ def test_a_restarted_chief_resumes_from_its_saved_oracle(spawn, tmp_path):
 
 
 @pytest.mark.distributed
+def test_a_one_process_search_continues_as_a_chief_and_workers_without_starting_over(spawn, tmp_path):
+    more = ("--max-trials", "4", "--max-epochs", "2")
+    single = spawn([ROOT / "tune_lightning.py", *TINY, "--out", tmp_path, *more], cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: (tmp_path / "d/lightning/tuning/trials.csv").exists())  # a trial has ended
+    os.killpg(single.pid, signal.SIGKILL)
+    single.wait()
+    ended = sum(r["status"] == "COMPLETED" for r in rows(tmp_path, "lightning"))
+    chief, workers = run_search(spawn, "lightning", tmp_path, 4, "--max-epochs", "2")
+    first = re.search(r"chief: (\d+) of 4 trials done", chief)
+    assert first and int(first[1]) >= ended >= 1, chief[-3000:]  # it reloaded the oracle (it said 0 before the fix)
+    assert [r["trial"] for r in rows(tmp_path, "lightning")] == ["0", "1", "2", "3"]
+    assert not any(re.search(r"trial 0: continues", w) for w in workers)  # the ended trial was not handed out again
+
+
+@pytest.mark.distributed
 def test_the_chief_gives_up_on_silent_workers(spawn, tmp_path):
     port = free_port()
     chief = start(spawn, "lightning", "chief", port, tmp_path, "--max-trials", "4", "--max-epochs", "3",

@@ -273,6 +273,16 @@ class LabTuner(kt.Tuner):
                                 {f"hp/{name}": metrics[name] for name in METRICS})
         return metrics
 
+    def _get_tuner_fname(self):
+        """The process that holds the oracle (one process, `tuner0.json`, or a chief, `chief.json`) reloads from
+        whichever of the two files a search left: keras-tuner reloads the oracle only when this tuner's own file
+        exists, so a search continued in the other mode (a lab on 1 device continued on 2) would start afresh."""
+        own = Path(super()._get_tuner_fname())
+        if self.role.kind == "worker" or own.exists():
+            return str(own)
+        other = own.with_name(f"{SINGLE_ID}.json" if self.role.kind == "chief" else "chief.json")
+        return str(other if other.exists() else own)
+
     def save(self):
         """As keras-tuner's, but atomic (see _AtomicSaves), and only where the oracle lives: a worker writes
         nothing but its trial folders."""

@@ -1,6 +1,6 @@
 """How much of a finished Lightning run's test accuracy its batch norm's running statistics cost: the test set
 scored as trained, then after the running mean and variance are computed afresh, as a plain average over training
-images in training mode, from the final weights (the weights untouched).
+images (a seeded random sample: the split is stored class by class) in training mode, from the final weights (the weights untouched).
 
     python -m bench.bn_statistics RUN_DIR [RUN_DIR ...] [--images 5120] [--threads 1]
 
@@ -43,6 +43,14 @@ def recompute(model, images, batch: int, bf16: bool) -> None:
     model.eval()
 
 
+def sample(count: int, images: int):
+    """`images` indices of the training split drawn at random (seeded): the split is stored class by class, so its
+    first images would be a few classes only."""
+    import numpy as np
+
+    return np.sort(np.random.default_rng(0).permutation(count)[:images])
+
+
 def accuracy(model, images, labels) -> float:
     import torch
 
@@ -71,7 +79,7 @@ def score(run_dir, images: int, which: str) -> dict:
     checkpoint = find_checkpoint(run_dir, "lightning", which)
     model = load_classifier(checkpoint, old_description(run_dir, checkpoint, None))
     test_x, test_y = torch.from_numpy(np.asarray(splits.test.images)), np.asarray(splits.test.labels)
-    train_x = torch.from_numpy(np.asarray(splits.train.images[:images]))
+    train_x = torch.from_numpy(np.asarray(splits.train.images)[sample(len(splits.train.labels), images)])
     row = {"run": str(run_dir), "precision": hp.get("precision", "32"), "as_trained": accuracy(model, test_x, test_y)}
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for label, bf16 in (("recomputed_fp32", False), ("recomputed_bf16", True)):

@@ -24,6 +24,12 @@ def test_the_running_statistics_become_the_plain_average_of_the_images():
     assert not norm.training
 
 
+def test_the_statistics_come_from_a_sample_of_every_class_not_the_splits_first_images():
+    labels = torch.arange(10).repeat_interleave(500).numpy()  # stored class by class, as the splits are
+    chosen = bn_statistics.sample(len(labels), 512)
+    assert len(set(chosen)) == 512 and set(labels[chosen]) == set(range(10))
+
+
 def test_the_command_scores_a_lightning_run_as_trained_and_recomputed(tmp_path, capsys):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(core.frameworks, "without_tensorflow", lambda: None)

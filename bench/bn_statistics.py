@@ -1,6 +1,7 @@
 """How much of a finished Lightning run's test accuracy its batch norm's running statistics cost: the test set
 scored as trained, then after the running mean and variance are computed afresh, as a plain average over training
-images (a seeded random sample: the split is stored class by class) in training mode, from the final weights (the weights untouched).
+images (a seeded random sample: the split is stored class by class) in training mode, from the final weights
+(the weights untouched).
 
     python -m bench.bn_statistics RUN_DIR [RUN_DIR ...] [--images 5120] [--threads 1]
 

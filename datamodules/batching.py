@@ -62,3 +62,16 @@ def num_batches(n: int, batch_size: int) -> int:
 def train_batches(n: int, batch_size: int, world: int = 1) -> int:
     """Batches (steps) in one training epoch of n images."""
     return num_batches(trained_images(n, batch_size, world), batch_size)
+
+
+# The stream of a run's random numbers that draws its batch-norm recalibration images (--bn-recalibration); epoch
+# orders use [seed, epoch], and no run trains this many epochs.
+RECALIBRATION_STREAM = 1_000_003
+
+
+def recalibration_batches(n: int, images: int, batch_size: int, seed: int) -> list[np.ndarray]:
+    """Indices of min(images, n) training images drawn at random with the run's seed, as consecutive batches of
+    batch_size (the last one smaller), in the drawn order: the splits are stored class by class, so sorted
+    indices would make batches of one class, whose within-batch variance misses the variance between classes."""
+    drawn = np.random.default_rng([seed, RECALIBRATION_STREAM]).permutation(n)[:images]
+    return [drawn[start:start + batch_size] for start in range(0, len(drawn), batch_size)]

@@ -20,21 +20,23 @@ from core.frameworks import keras, tf
 from datamodules.base import DataSplits
 from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.tf_data import eval_dataset, steps_per_epoch, train_dataset
+from keras_models.batchnorm import tested_norms
 from keras_models.compiling import check_xla, compile_model, warn_cpu_cost
 from keras_models.components.augment import apply_numpy, build_augment
 from keras_models.components.backbones import TransferParts, build_transfer, set_trainable, transfer_parts, zoo_flops
-from keras_models.components.network import build_network, count_params
+from keras_models.components.network import all_layers, build_network, count_params
 from keras_models.exporting import FORMATS, export_checkpoint
 from keras_models.profiling import inference_speed, measure
 from keras_models.weights import load_checkpoint, zoo_weights
 from lab.config.devices import DevicePlan, plan_devices
 from lab.config.launch import Launch, detect
 from lab.progress import progress_mode
-from lab.records.checkpoint_files import best_file
+from lab.records.checkpoint_files import best_file, checkpoint_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
 from lab.run.backend import Exported, LoadedNetwork, Trained, inference_result, phase_stats, trained
+from lab.run.recalibration import recalibrate
 from lab.specs.models import model_spec
 from lab.specs.optimizer import OptimizerSpec
 from lab.specs.phases import Phase, TransferLog, is_transfer, plan_phases, transfer_details
@@ -152,12 +154,14 @@ def _train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan
                                                 splits.test.labels))
     tested = best_model(run_dir) if settings.test_weights == "best" else model
     profile = measure(model, lambda: _pipeline(settings, splits, 0, 1), clock, plan.num_gpus > 0) if clock else None
+    norms = tested_norms(tested, checkpoint_file(run_dir, "keras", settings.test_weights))
+    recalibration = recalibrate(settings, splits, norms, lambda: predict_logits(tested, splits.test.images))
     logits = predict_logits(tested, splits.test.images)
     speed = inference_result(settings.profile, plan,
                              lambda: inference_speed(tested, splits.test.images, plan.num_gpus > 0))
     return trained(logits, splits.test.labels, count_params(model), record, plan.describe(),
                    plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
-                   zoo_flops(model, settings), speed)
+                   zoo_flops(model, settings), speed, recalibration)
 
 
 def best_model(run_dir: Path) -> keras.Model:
@@ -190,17 +194,10 @@ def in_precision(model: keras.Model, precision: str) -> keras.Model:
     with, though its variables are float32 under every policy; so that checkpoints go both ways between 32-bit and
     mixed-precision runs, the layers saved under one of POLICIES take the run's, but the float32 logits."""
     policy = POLICIES[precision]
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if layer.name != "logits" and layer.dtype_policy.name in POLICIES.values():
             layer.dtype_policy = policy
     return model
-
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _new_transfer(settings: ExperimentSettings, splits: DataSplits, log: TransferLog) -> TransferParts:

@@ -29,15 +29,17 @@ from datamodules.batching import EVAL_BATCH_SIZE
 from datamodules.torch_data import ArraysDataModule
 from lab.config.devices import DevicePlan, plan_devices
 from lab.progress import progress_mode
-from lab.records.checkpoint_files import best_file, last_file
+from lab.records.checkpoint_files import best_file, checkpoint_file, last_file
 from lab.records.recording import RunRecord
 from lab.records.rundirs import CHECKPOINTS_DIR, best_checkpoint
 from lab.reports.report import save_augmented_grid
 from lab.run.backend import Exported, LoadedNetwork, Trained, inference_result, phase_stats, trained
+from lab.run.recalibration import recalibrate
 from lab.specs.networks import describe
 from lab.specs.phases import TransferLog, is_transfer, plan_phases, transfer_details
 from lab.specs.weight_sources import resolve_weights
 from lightning_modules import speedups
+from lightning_modules.batchnorm import tested_norms
 from lightning_modules.classifier import ImageClassifier, TransferClassifier
 from lightning_modules.compiling import check_compiler, compile_network, warn_cpu_cost
 from lightning_modules.components import count_params
@@ -159,14 +161,21 @@ def train(settings: ExperimentSettings, splits: DataSplits, run_dir: Path, plan:
     device = trainer.strategy.root_device
     # the other ranks' test logits are never used
     tested = best_model(run_dir, model) if settings.test_weights == "best" and writes else model
-    with trainer.precision_plugin.forward_context():  # the test set in the run's precision, as Keras predicts
-        logits = predict_logits(tested, splits.test.images, device)
+    context = trainer.precision_plugin.forward_context  # the test set in the run's precision, as Keras predicts
+
+    def test_logits() -> np.ndarray:
+        with context():
+            return predict_logits(tested, splits.test.images, device)
+
+    norms = tested_norms(tested, checkpoint_file(run_dir, "lightning", settings.test_weights), device, context)
+    recalibration = recalibrate(settings, splits, norms, test_logits) if writes else None
+    logits = test_logits()
     speed = inference_result(settings.profile and writes, plan, lambda: inference_speed(
-        tested, splits.test.images, device, trainer.precision_plugin.forward_context))
+        tested, splits.test.images, device, context))
     return trained(logits, splits.test.labels, count_params(model.net), record,
                    plan.describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None),
                    plan.batches(settings.batch_size), settings.test_weights, log, phases, profile,
-                   zoo_flops(describe(settings, splits)), speed)
+                   zoo_flops(describe(settings, splits)), speed, recalibration)
 
 
 def best_model(run_dir: Path, model: ImageClassifier) -> ImageClassifier:

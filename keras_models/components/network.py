@@ -91,6 +91,14 @@ def _layer(layer: A.Layer, sync_batchnorm: bool = False) -> L.Layer:
     raise TypeError(f"unknown layer spec {layer!r}")
 
 
+def all_layers(model: keras.Model):
+    """Every layer of `model`, those of the models nested in it (a zoo backbone) included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
 def count_params(model: keras.Model) -> A.ParamCount:
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)

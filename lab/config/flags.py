@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 
-from lab.config.settings import CHOICES, HELP, ExperimentSettings, arg_type
+from lab.config.settings import CHOICES, HELP, METAVARS, ExperimentSettings, arg_type
 from lab.progress import HELP as PROGRESS_HELP
 from lab.progress import MODES as PROGRESS_MODES
 
@@ -43,7 +43,7 @@ def add_setting_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
         text += "" if default is None or "(default:" in text else f" (default: {default})"  # a text may say its own
         extra = {"default": default} if parse_defaults else {}
         parser.add_argument("--" + name.replace("_", "-"), type=arg_type(f.type), choices=CHOICES.get(name),
-                            metavar=metavars.get(name), help=text, **extra)
+                            metavar=metavars.get(name, METAVARS.get(name)), help=text, **extra)
 
 
 def add_config_flag(parser: argparse.ArgumentParser,

@@ -35,7 +35,8 @@ class DataSpec(SettingsGroup):
 
 @dataclass(frozen=True)
 class RunSpec(SettingsGroup):
-    """The run itself: how long and how it optimises, its seed, which weights are tested, where it is written and
+    """The run itself: how long and how it optimises, its seed, which weights are tested and whether their batch norm is
+    recalibrated, where it is written and
     what it writes besides the results."""
 
     epochs: int
@@ -44,6 +45,7 @@ class RunSpec(SettingsGroup):
     lr: float
     seed: int
     test_weights: str
+    bn_recalibration: int
     out: str
     name: str | None
     save_augmented: bool

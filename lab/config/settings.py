@@ -61,6 +61,7 @@ class ExperimentSettings:
     seed: int = 0
     val_fraction: float = 0.1
     test_weights: str = "last"
+    bn_recalibration: int = 0
     out: str = "runs"
     name: str | None = None
     accelerator: str = "auto"
@@ -128,6 +129,11 @@ HELP = {
     "val_fraction": "fraction of the training images held out for validation",
     "test_weights": "weights the test set is scored with: last (the last epoch's) or best (the checkpoint of the best "
                     "validation accuracy; of the last phase in a transfer run)",
+    "bn_recalibration": "after training, recompute the running mean and variance of every batch norm that trains, "
+                        "from the tested weights, as a plain average over this many training images (a seeded "
+                        "random sample, not augmented, in batches of --batch-size), and save them in the tested "
+                        "checkpoint; the report gives the test accuracy before and after (0: off, as the "
+                        "frameworks train; e.g. 5120)",
     "out": "root folder of the runs: results go to OUT/<experiment>/<backend>/version_N",
     "name": "experiment name (default: <model>-<dataset>)",
     "accelerator": "auto (the GPU if there is one), cpu or gpu",
@@ -145,6 +151,7 @@ HELP = {
     "profile": "after training, time where a steady step goes (compute, data, the framework's loop) and how fast "
                "the tested network infers, for results.json and the lab report; a second or two (true/false)",
 }
+METAVARS = {"bn_recalibration": "IMAGES"}  # where the flag's name does not say what its value counts
 CHOICES = {"dataset": DATASETS, "optimizer": OPTIMIZERS, "accelerator": ACCELERATORS, "precision": PRECISIONS,
            "strategy": STRATEGIES, "test_weights": TEST_WEIGHTS,
            "padding": ("valid", "same"), "model": MODELS + BACKBONE_NAMES, "resize": RESIZE_POLICIES}
@@ -248,7 +255,7 @@ def validate(s: ExperimentSettings) -> None:
         raise LabError(f"dropout must be in [0, 1), got {s.dropout}.")
     if not 0 < s.val_fraction < 1:
         raise LabError(f"val-fraction must be between 0 and 1, got {s.val_fraction}.")
-    for name in ("crop_pad", "cutout", "finetune_epochs"):
+    for name in ("crop_pad", "cutout", "finetune_epochs", "bn_recalibration"):
         if getattr(s, name) < 0:
             raise LabError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(s, name)}.")
     if not 0 <= s.rotate <= 180:

@@ -44,7 +44,7 @@ from lab.tuning.search import SearchOptions
 
 REPORT_NAME = "lab-report.md"
 REPORT_ORDER = ("keras", "lightning")
-DEVICE_FLAGS = ("accelerator", "gpus", "devices", "precision", "test_weights")  # every run of the lab takes them
+EVERY_RUN = ("accelerator", "gpus", "devices", "precision", "test_weights", "bn_recalibration")  # flags for every run
 LAB_ONLY = {"--plan": 1, "--overwrite": 0, "--estimates-from": 1}  # flags of the lab that its steps do not take
 
 
@@ -73,13 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-spread-seed", dest="spread_seed", action="store_false",
                    help="skip each section's baseline run again with seed+1 (3 runs per backend), which measures "
                         "the section's run-to-run spread; the comparisons then say the spread is unknown")
-    add_setting_flags(p, DEVICE_FLAGS, parse_defaults=True, help={
+    add_setting_flags(p, EVERY_RUN, parse_defaults=True, help={
         "accelerator": "auto, cpu or gpu, for both backends",
         "gpus": "number of GPUs: one run on each at a time; 0 means the CPU",
         "devices": "the devices the lab trains on, one run on each at a time, each run in a process of its own: a "
                    "count (on the CPU, the runs divide the cores) or GPU indices like 0,2 (default: one)",
         "precision": f"every run, on both backends: {HELP['precision'].removeprefix('numeric precision: ')}",
-        "test_weights": f"every run: {HELP['test_weights']}"})
+        "test_weights": f"every run: {HELP['test_weights']}",
+        "bn_recalibration": f"every run: {HELP['bn_recalibration']}"})
     p.add_argument("--plan", metavar="FILE", type=Path,
                    help="write the lab's jobs as JSON (and FILE.stageK.txt, one command per line, for xargs -P N) "
                         "without training anything, to run them on a cluster: docs/scale-out.md")
@@ -156,7 +157,7 @@ def make_lab(args) -> tuple[Lab, list[str]]:
             "cifar": {"dataset": args.cifar_dataset, "data_dir": args.cifar_data_dir or args.data_dir,
                       **({"image_size": args.image_size, "resize": args.resize} if args.image_size else {})}}
     common = {"out": args.out, "seed": args.seed, "precision": args.precision, "test_weights": args.test_weights,
-              **ONE_DEVICE}
+              "bn_recalibration": args.bn_recalibration, **ONE_DEVICE}
     make_settings(common)  # --out and the rest checked before anything runs
     silence = args.worker_silence
     if silence is not None and not silence > 0:
@@ -183,7 +184,7 @@ def collect(lab: Lab, jobs: list[Job]) -> tuple[dict, dict[str, Search]]:
 
 
 def _device_spec(args) -> DeviceSpec:
-    return DeviceSpec.from_settings(make_settings({name: getattr(args, name) for name in DEVICE_FLAGS}))
+    return DeviceSpec.from_settings(make_settings({name: getattr(args, name) for name in EVERY_RUN}))
 
 
 def _visible_gpus() -> list[str]:

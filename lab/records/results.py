@@ -9,7 +9,10 @@ Fields:
   flops_per_image      forward FLOPs of one image: 2 per multiply-add of the convolutions and dense layers
                        (lab.specs.architectures.forward_flops); absent in runs made before it was recorded
   test                 {"loss": float, "accuracy": float,  (accuracy micro-averaged, in [0, 1])
-                        "weights": "last" | "best", "weights_epoch": int}  (--test-weights: the epoch tested)
+                        "weights": "last" | "best", "weights_epoch": int,  (--test-weights: the epoch tested)
+                        "bn_recalibration": {"images", "layers", "accuracy_before", "seconds"}}  (--bn-recalibration,
+                        when on: the test accuracy before the batch norms' statistics were recomputed, and how long
+                        that took; lab.run.recalibration)
   timing               {"total_s", "first_epoch_s", "steady_epoch_s", "epoch_s": [...], "images_per_s",
                         "compiled" (--compile), "compile_s" (a compiled run's first epoch beyond a steady one)}
   history              [{"epoch": 1, "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s"}, ...]

@@ -134,11 +134,24 @@ def _tested_line(results: dict) -> list[str]:
     if "weights" not in test:
         return []
     if test["weights"] == "last":
-        return [f"- Tested weights: the last epoch's (epoch {test['weights_epoch']})"]
+        return [f"- Tested weights: the last epoch's (epoch {test['weights_epoch']}){recalibration_text(test)}"]
     phases = (results.get("extra") or {}).get("phases") or []
     of = f" of the {phases[-1]['name']} phase" if len(phases) > 1 else ""
     return [f"- Tested weights: the best checkpoint's (epoch {test['weights_epoch']}, the highest validation "
-            f"accuracy{of})"]
+            f"accuracy{of}){recalibration_text(test)}"]
+
+
+def recalibration_text(test: dict) -> str:
+    """results.json test.bn_recalibration in words, after the test accuracy; "" when --bn-recalibration was off."""
+    done = test.get("bn_recalibration")
+    if done is None:
+        return ""
+    if not done["layers"]:
+        return "; --bn-recalibration: the network has no batch norm that trains, nothing recomputed"
+    layers = "its batch norm's" if done["layers"] == 1 else f"its {done['layers']} batch norms'"
+    return (f"; {layers} running statistics recomputed after training from "
+            f"{done['images']:,} training images in {done['seconds']:.2f} s (--bn-recalibration): test accuracy "
+            f"{done['accuracy_before']:.2%} before, {test['accuracy']:.2%} after")
 
 
 def _devices_line(results: dict) -> str:

@@ -57,6 +57,8 @@ class Trained:
     # How fast the tested network infers (lab.records.inference_timing.measure), machine not named; {"skipped": why}
     # where the cores were shared with other training; None when not measured (--profile false, a tuner trial)
     inference: dict | None = None
+    # --bn-recalibration's record (lab.run.recalibration.recalibrate), None when off; test_logits are after it
+    recalibration: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ def tested_weights(test_weights: str, history: list[dict], phases: list[Phase] =
 
 def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, record: RunRecord, device: str,
             layout: dict, test_weights: str, log: TransferLog | None = None, phases: list[Phase] = (),
-            profile: dict | None = None, zoo_flops: int | None = None, inference: dict | None = None) -> Trained:
+            profile: dict | None = None, zoo_flops: int | None = None, inference: dict | None = None,
+            recalibration: dict | None = None) -> Trained:
     """The Trained a backend returns, test_logits from the `test_weights` (last or best); a transfer run (its
     log given) records its last phase first and reports its phases in `extra`."""
     tested = tested_weights(test_weights, record.history, phases)
@@ -133,7 +136,8 @@ def trained(test_logits: np.ndarray, labels: np.ndarray, params: ParamCount, rec
     if log is not None:
         log.finish_phase(len(phases) - 1, phase_stats(params, test_logits, labels))
         extra = log.summary(phases, record.history)
-    return Trained(test_logits, params, record, device, extra, layout, tested, profile, zoo_flops, inference)
+    return Trained(test_logits, params, record, device, extra, layout, tested, profile, zoo_flops, inference,
+                   recalibration)
 
 
 def inference_result(wanted: bool, plan: DevicePlan, measure: Callable[[], dict]) -> dict | None:

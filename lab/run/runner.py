@@ -25,7 +25,7 @@ from lab.progress import progress
 from lab.records.results import PREDICTIONS_FILE, achieved_gflops, save_results
 from lab.records.rundirs import find_resumable, load_settings, new_run_dir, next_run_dir, save_settings
 from lab.reports.metrics import accuracy, cross_entropy, softmax
-from lab.reports.report import flops_text, inference_text, write_run_outputs
+from lab.reports.report import flops_text, inference_text, recalibration_text, write_run_outputs
 from lab.run.backend import TITLES, Backend, Trained, get_backend, tensorboard_hparams
 from lab.specs.architectures import forward_flops
 from lab.specs.augmentation import check_settings as check_augmentation
@@ -136,7 +136,8 @@ def build_results(backend: str, settings: ExperimentSettings, splits: DataSplits
         "hyperparameters": settings.to_dict(),
         "params": {"total": trained.params.total, "trainable": trained.params.trainable},
         "flops_per_image": flops_per_image(settings, splits, trained),
-        "test": {"loss": loss, "accuracy": acc, **trained.tested},
+        "test": {"loss": loss, "accuracy": acc, **trained.tested,
+                 **({} if trained.recalibration is None else {"bn_recalibration": trained.recalibration})},
         "timing": trained.record.timing(compiled=settings.compile),
         "history": trained.record.history,
         "epochs_run": len(trained.record.history),
@@ -186,7 +187,8 @@ def print_summary(results: dict, run_dir: Path) -> None:
     print(f"\n{TITLES[results['backend']]} | {results['model']} on {results['dataset']} | "
           f"{results['params']['total']:,} parameters, {flops_text(results['flops_per_image'])} per image | "
           f"{results['epochs_run']} epochs on {results['device']}")
-    print(f"test accuracy {results['test']['accuracy']:.2%}, test loss {results['test']['loss']:.4f}")
+    print(f"test accuracy {results['test']['accuracy']:.2%}, test loss {results['test']['loss']:.4f}"
+          f"{recalibration_text(results['test'])}")
     print(f"training time {t['total_s']:.2f} s (first epoch {t['first_epoch_s']:.2f} s, then "
           f"{t['steady_epoch_s']:.2f} s per epoch, {t['images_per_s']:,.0f} images/s{_gflops(results)})")
     print(f"inference: {inference_text(results)}")

@@ -10,27 +10,27 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from core.io import write_bytes_atomic
 from lab.run.recalibration import BatchNorms
 from lightning_modules.compiling import eager_keys
 
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def tested_norms(model: nn.Module, checkpoint: Path, device: torch.device,
                  context: Callable[[], AbstractContextManager]) -> BatchNorms:
     """The batch norms of `model` that train (TransferClassifier keeps frozen ones in eval mode), recomputed on
     `device` under `context` (the run's precision), saved into `checkpoint`, which holds `model`'s weights."""
-    norms = [module for module in model.modules() if isinstance(module, _BatchNorm) and module.track_running_stats
+    norms = [module for module in model.modules() if isinstance(module, BATCH_NORMS) and module.track_running_stats
              and (module.weight is None or module.weight.requires_grad)]
     return BatchNorms(len(norms), lambda batches: recompute(model, norms, batches, device, context),
                       lambda: save_statistics(model, checkpoint))
 
 
 @torch.no_grad()
-def recompute(model: nn.Module, norms: list[_BatchNorm], batches: list[np.ndarray], device: torch.device,
+def recompute(model: nn.Module, norms: list[nn.Module], batches: list[np.ndarray], device: torch.device,
               context: Callable[[], AbstractContextManager]) -> None:
     model.eval().to(device)
     momenta = [norm.momentum for norm in norms]

@@ -136,3 +136,45 @@ def test_run_lab_gives_every_run_its_recalibration(tmp_path):
     lab, _ = whole_lab.make_lab(args)
     seen = [run_settings(lab, job).bn_recalibration for job in build_jobs(lab) if job.experiment is not None]
     assert len(seen) >= 3 and set(seen) == {256}
+
+
+def _digits_splits(run_dir):
+    from lab.config.data import load_data
+    from lab.records.rundirs import load_settings
+
+    settings = make_settings(load_settings(run_dir))
+    return settings, load_data(settings)
+
+
+@pytest.mark.distributed
+def test_lightning_ddp_recalibrates_on_rank_0_and_saves_the_average(spawn, tmp_path):
+    from test_distributed import CNN, only_run, results, run_command
+
+    run_command(spawn, ["train_lightning.py", *CNN, "--batch-norm", "true", "--train-images", "261", "--epochs", "1",
+                        "--bn-recalibration", "100", "--devices", "2"], tmp_path)
+    run_dir = only_run(tmp_path, "lightning")
+    assert results(run_dir)["test"]["bn_recalibration"]["layers"] == 2
+    settings, splits = _digits_splits(run_dir)
+    batches = [splits.train.images[i] for i in recalibration_batches(len(splits.train), 100, 32, settings.seed)]
+    (mean, var), (means, variances) = _norm_statistics("lightning", checkpoint_file(run_dir, "lightning", "last"),
+                                                      splits, batches)
+    np.testing.assert_allclose(mean, np.mean(means, axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(var, np.mean(variances, axis=0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.distributed
+def test_keras_recalibration_on_two_cpu_devices_matches_one(spawn, tmp_path):
+    """Under MirroredStrategy the recomputed statistics are one device's: trained alike with synchronised batch norm
+    (tests/test_distributed.py), the two checkpoints agree in every weight and moving statistic."""
+    from test_distributed import CNN, keras_weights, only_run, results, run_command
+
+    args = ["train_keras.py", *CNN, "--batch-norm", "true", "--sync-batchnorm", "true", "--train-images", "261",
+            "--epochs", "1", "--optimizer", "sgd", "--lr", "0.05", "--bn-recalibration", "100"]
+    run_command(spawn, [*args, "--devices", "1"], tmp_path / "one")
+    run_command(spawn, [*args, "--devices", "2"], tmp_path / "two")
+    one, two = only_run(tmp_path / "one", "keras"), only_run(tmp_path / "two", "keras")
+    for x, y in zip(keras_weights(one), keras_weights(two)):
+        np.testing.assert_allclose(x, y, rtol=0, atol=2e-5)
+    first, second = results(one)["test"], results(two)["test"]
+    assert first["accuracy"] == second["accuracy"]
+    assert first["bn_recalibration"]["accuracy_before"] == second["bn_recalibration"]["accuracy_before"]

@@ -13,7 +13,6 @@ from torch import nn
 
 from core.io import write_bytes_atomic
 from lab.run.recalibration import BatchNorms
-from lightning_modules.compiling import eager_keys
 
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -49,11 +48,10 @@ def recompute(model: nn.Module, norms: list[nn.Module], batches: list[np.ndarray
 def save_statistics(model: nn.Module, checkpoint: Path) -> None:
     """`checkpoint` rewritten (atomically) with the batch norms' statistics of `model`, all else as saved."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    current = eager_keys(model.state_dict())
+    current = model.state_dict()  # the run wrote the checkpoint from it: the same keys (--compile keeps them)
     for key in saved["state_dict"]:
-        name = next(iter(eager_keys({key: None})))
-        if name.rsplit(".", 1)[-1] in STATISTICS:
-            saved["state_dict"][key] = current[name].detach().cpu()
+        if key.rsplit(".", 1)[-1] in STATISTICS:
+            saved["state_dict"][key] = current[key].detach().cpu()
     buffer = io.BytesIO()
     torch.save(saved, buffer)
     write_bytes_atomic(checkpoint, buffer.getvalue())

@@ -35,9 +35,8 @@ class DataSpec(SettingsGroup):
 
 @dataclass(frozen=True)
 class RunSpec(SettingsGroup):
-    """The run itself: how long and how it optimises, its seed, which weights are tested and whether their batch norm is
-    recalibrated, where it is written and
-    what it writes besides the results."""
+    """The run itself: how long and how it optimises, its seed, which weights are tested and whether their batch
+    norms are recalibrated, where it is written and what it writes besides the results."""
 
     epochs: int
     batch_size: int

@@ -1,10 +1,15 @@
 """--bn-recalibration: after training, each batch norm that trains gets the plain average of the batches' statistics
 over a seeded sample of training images, computed here apart from the tested checkpoint's network and compared
-with what the checkpoint holds; the checkpoint scores the test set as results.json says."""
+with what the checkpoint holds; the checkpoint scores the test set as results.json says; bench.bn_statistics
+recomputes as the run did."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
+import core.frameworks
+from bench import bn_statistics
 from core.errors import LabError
 from datamodules import load_splits
 from datamodules.batching import recalibration_batches
@@ -12,9 +17,9 @@ from lab.config.settings import make_settings
 from lab.records.checkpoint_files import checkpoint_file
 from lab.records.results import PREDICTIONS_FILE
 from lab.reports.report import recalibration_text
+from lab.run import train_cli
 from lab.run.backend import get_backend
 from lab.run.recalibration import BatchNorms, recalibrate
-from lab.run.runner import finish
 from lightning_modules import training as torch_training
 from lightning_modules.batchnorm import tested_norms as torch_norms
 
@@ -23,7 +28,6 @@ from core.frameworks import keras  # noqa: E402
 from keras_models import training as keras_training  # noqa: E402
 from keras_models.batchnorm import tested_norms as keras_norms  # noqa: E402
 
-TRAINERS = {"lightning": torch_training, "keras": keras_training}
 BASE = {"dataset": "digits", "model": "cnn", "blocks": 1, "batch_norm": True, "train_images": 400, "epochs": 1,
         "seed": 3, "batch_size": 32, "bn_recalibration": 200}
 
@@ -93,28 +97,45 @@ def _norm_statistics(backend, checkpoint, splits, batches):
 
 @pytest.mark.parametrize("backend,weights", [("lightning", "last"), ("lightning", "best"), ("keras", "last"),
                                              ("keras", "best")])
-def test_the_tested_checkpoint_holds_the_average_and_scores_the_reported_accuracy(backend, weights, tmp_path):
-    settings = make_settings({**BASE, "test_weights": weights, "out": str(tmp_path)})
-    splits = load_splits("digits", seed=settings.seed, train_images=settings.train_images)
-    trainer = TRAINERS[backend]
-    outcome = trainer.train(settings, splits, tmp_path, get_backend(backend).plan_devices(settings))
-    results = finish(get_backend(backend), settings, splits, tmp_path, outcome)
-
+def test_the_tested_checkpoint_holds_the_average_and_scores_the_reported_accuracy(backend, weights, tmp_path,
+                                                                                  capsys):
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in {**BASE, "test_weights": weights}.items()]
+    with pytest.MonkeyPatch.context() as patch:  # a Lightning run would keep TensorFlow out of this process
+        patch.setattr(core.frameworks, "without_tensorflow", lambda: None)
+        assert train_cli.main(backend, [*argv, "--profile", "false", "--out", str(tmp_path), "--progress",
+                                        "none"]) == 0
+    run = tmp_path / "cnn-digits" / backend / "version_0"
+    results = json.loads((run / "results.json").read_text())
     done = results["test"]["bn_recalibration"]
     assert done["images"] == 200 and done["layers"] == 1 and 0 < done["accuracy_before"] <= 1 and done["seconds"] > 0
-    checkpoint = checkpoint_file(tmp_path, backend, weights)
-    batches = [splits.train.images[i] for i in recalibration_batches(len(splits.train), 200, 32, settings.seed)]
+    splits = load_splits("digits", seed=BASE["seed"], train_images=BASE["train_images"])
+    checkpoint = checkpoint_file(run, backend, weights)
+    batches = [splits.train.images[i] for i in recalibration_batches(len(splits.train), 200, 32, BASE["seed"])]
     (mean, var), (means, variances) = _norm_statistics(backend, checkpoint, splits, batches)
     np.testing.assert_allclose(mean, np.mean(means, axis=0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(var, np.mean(variances, axis=0), rtol=1e-4, atol=1e-5)
 
     network = get_backend(backend).load_network(checkpoint, lambda: None)
     predicted = network.logits(splits.test.images).argmax(axis=1)
-    saved = np.load(tmp_path / PREDICTIONS_FILE)["probs"].argmax(axis=1)
+    saved = np.load(run / PREDICTIONS_FILE)["probs"].argmax(axis=1)
     assert np.array_equal(predicted, saved)
     assert np.mean(predicted == splits.test.labels) == pytest.approx(results["test"]["accuracy"])
     assert "running statistics recomputed after training from 200 training images in" in (
-        tmp_path / "report.md").read_text()
+        run / "report.md").read_text()
+    if weights == "last":
+        _the_bench_recomputes_as_the_run_did(run, checkpoint, results, capsys)
+
+
+def _the_bench_recomputes_as_the_run_did(run, checkpoint, results, capsys):
+    """bench.bn_statistics from the same 200 images: recomputing again from the run's saved statistics changes
+    nothing, so as trained and recomputed both give the run's own test accuracy; the run is left as it was."""
+    capsys.readouterr()
+    before = checkpoint.stat().st_mtime_ns
+    bn_statistics.main([str(run), "--images", "200"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["backend"] == results["backend"] and row["precision"] == "32" and row["layers"] == 1
+    assert row["as_trained"] == row["recomputed"] == round(results["test"]["accuracy"] * 100, 2)
+    assert checkpoint.stat().st_mtime_ns == before
 
 
 def test_the_report_says_what_was_recomputed():
